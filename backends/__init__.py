@@ -1,0 +1,1 @@
+"""Inference backends: tensors and devices, no gRPC and no prompt formats."""

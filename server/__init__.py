@@ -1,0 +1,1 @@
+"""Guardwire sidecar server: gRPC edge, validation, adapters, micro-batcher, lifecycle."""

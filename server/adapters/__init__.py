@@ -1,0 +1,1 @@
+"""Guard-model adapters: prompt formats, taxonomies, verdict parsing. Pure Python, no torch."""
