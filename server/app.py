@@ -1,0 +1,155 @@
+"""The sidecar process: gRPC server, health, reflection, model loading, drain.
+
+Lifecycle: ``start()`` binds every listen address and answers health NOT_SERVING at once (so a
+Kubernetes startup probe sees the process), ``load()`` loads, probes and warms the model in a
+worker thread and flips health to SERVING, ``drain()`` flips health back to NOT_SERVING, refuses
+new calls and lets in-flight calls finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
+from server.config import Settings
+from server.guard import Guard
+from server.loading import build_guard, resolve_model_dir
+from server.servicer import GuardServicer
+
+__all__ = ["GuardServer", "serve"]
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = guard_service_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name
+_HEALTH_NAMES = ("", SERVICE_NAME)
+
+
+class GuardServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model_dir: Path | None = None,
+        backend_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model_dir = model_dir
+        self.backend_options = dict(backend_options or {})  # extra backend knobs (tests, bench)
+        self.guard: Guard | None = None
+        self.draining = False
+        self.addresses: list[str] = []
+        self.in_flight = 0  # RPCs being handled (the servicer counts them)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._health = health.aio.HealthServicer()
+        max_msg = max(4 * 2**20, 4 * settings.max_conversation_bytes)
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_msg),
+                ("grpc.max_send_message_length", max_msg),
+            ]
+        )
+        guard_service_pb2_grpc.add_GuardServiceServicer_to_server(
+            GuardServicer(self, settings), self._server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            )
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in _HEALTH_NAMES:
+            await self._health.set(name, status)
+
+    async def start(self) -> None:
+        for addr in self.settings.listen:
+            port = self._server.add_insecure_port(addr)
+            if addr.startswith("unix:"):
+                self.addresses.append(addr)
+            else:
+                host = addr.rsplit(":", 1)[0]
+                self.addresses.append(f"{host}:{port}")
+        await self._set_health(False)
+        await self._server.start()
+        log.info("listening on %s (health NOT_SERVING until the model is ready)", self.addresses)
+
+    async def load(self) -> None:
+        model_dir = self.model_dir or await asyncio.to_thread(
+            resolve_model_dir, self.settings.model, self.settings.revision
+        )
+        guard = await asyncio.to_thread(
+            build_guard, self.settings, model_dir, backend_options=self.backend_options
+        )
+        await guard.batcher.start()
+        self.guard = guard
+        await self._set_health(True)
+        log.info("ready: health SERVING")
+
+    def call_started(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def call_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING at once; new calls get UNAVAILABLE/DRAINING (the port stays open so
+        clients get a clear answer, not a refused connection); in-flight calls finish within
+        the grace period; then the server stops."""
+        grace = self.settings.drain_grace_s if grace_s is None else grace_s
+        self.draining = True
+        await self._set_health(False)
+        log.info("draining: %d in-flight calls have %.1fs to finish", self.in_flight, grace)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        await self._server.stop(max(0.0, grace - (loop.time() - t0)))
+        if self.guard is not None:
+            await self.guard.batcher.stop(drain=True)
+            await asyncio.to_thread(self.guard.backend.close)
+        log.info("stopped")
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def serve(settings: Settings, *, model_dir: Path | None = None) -> int:
+    """Runs until SIGTERM/SIGINT, then drains. Returns the process exit code."""
+    server = GuardServer(settings, model_dir=model_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    load_task = asyncio.create_task(server.load())
+    stop_task = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({load_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    if load_task in done and load_task.exception() is not None:
+        log.error("model failed to load: %s", load_task.exception())
+        stop_task.cancel()
+        await server.drain(0)
+        return 1
+    await stop_task
+    if not load_task.done():
+        load_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await load_task
+    await server.drain()
+    return 0

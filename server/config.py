@@ -1,0 +1,261 @@
+"""Configuration: one option table drives flags, ``GUARDWIRE_*`` env vars and the YAML file.
+
+Precedence: command-line flag > environment variable > config file > default. Everything is
+resolved and validated once, at start-up, into a frozen ``Settings``; errors name the key and
+where the bad value came from. Nothing reads ``os.environ`` at import time.
+
+Each option ``foo_bar`` is ``--foo-bar`` on the command line, ``GUARDWIRE_FOO_BAR`` in the
+environment and ``foo_bar:`` at the top level of the YAML file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["OPTIONS", "ConfigError", "Option", "RequestLimits", "Settings", "resolve_settings"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and its source."""
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _str_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    key: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None  # returns an error text or None
+    choices: tuple[str, ...] | None = None
+    secret: bool = False
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _unit_open(v: Any) -> str | None:
+    return None if 0.0 < v <= 1.0 else "must be in (0, 1]"
+
+
+def _unit(v: Any) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "must be in [0, 1]"
+
+
+def _listen(v: Any) -> str | None:
+    if not v:
+        return "needs at least one address"
+    for addr in v:
+        if not addr.startswith("unix:") and ":" not in addr:
+            return f"{addr!r} is neither host:port nor unix:PATH"
+    return None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", str, "", "Model directory or Hugging Face hub id (required unless --demo)."),
+    Option("revision", str, "", "Hub revision (branch, tag or commit) of the model."),
+    Option("family", str, "auto", "Guard-model family; 'auto' detects it from the model dir."),
+    Option("backend", str, "torch", "Inference backend.", choices=("torch", "onnxruntime", "fake")),
+    Option("device", str, "auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:N'."),
+    Option("dtype", str, "auto", "Weights dtype; 'auto' = bfloat16 on CUDA, float32 on CPU.",
+           choices=("auto", "float32", "bfloat16", "float16")),
+    Option("threads", int, 0, "CPU threads for inference (0 = library default).", _non_negative),
+    Option("listen", _str_list, ["127.0.0.1:50051"],
+           "Comma-separated addresses: host:port and/or unix:/path/to.sock.", _listen),
+    Option("max_batch_size", int, 16, "Most requests in one model batch.", _positive),
+    Option("max_batch_tokens", int, 8192, "Most padded tokens in one batch.", _positive),
+    Option("max_wait_ms", float, 5.0, "Longest wait for a batch to fill after its first request.",
+           _non_negative),
+    Option("max_queue", int, 256, "Most queued requests; more get RESOURCE_EXHAUSTED.", _positive),
+    Option("max_turns", int, 64, "Most turns in a conversation.", _positive),
+    Option("max_conversation_bytes", int, 65536, "Most UTF-8 bytes of all turns.", _positive),
+    Option("max_prompt_tokens", int, 8192, "Most prompt tokens (policy + turns).", _positive),
+    Option("max_categories", int, 32, "Most categories in a custom policy.", _positive),
+    Option("threshold", float, 0.5, "Default unsafe-score threshold.", _unit_open),
+    Option("category_threshold", float, 0.3,
+           "Conditional probability above which a further category is reported violated.", _unit),
+    Option("prefix_cache_mb", int, 512, "Memory bound of the policy-prefix KV cache (0 = off).",
+           _non_negative),
+    Option("min_verdict_mass", float, 0.5,
+           "Load probe: least P(safe)+P(unsafe) at the verdict position to accept the model.",
+           _unit),
+    Option("drain_grace_s", float, 20.0, "Seconds to finish in-flight work on SIGTERM.",
+           _non_negative),
+    Option("reflection", _bool, True, "Serve gRPC server reflection."),
+    Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    Option("log_conversations", _bool, False,
+           "Log conversation text (user data!) at debug level. Off by default."),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    max_turns: int
+    max_conversation_bytes: int
+    max_prompt_tokens: int
+    max_categories: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    model: str
+    revision: str
+    family: str
+    backend: str
+    device: str
+    dtype: str
+    threads: int
+    listen: tuple[str, ...]
+    max_batch_size: int
+    max_batch_tokens: int
+    max_wait_ms: float
+    max_queue: int
+    max_turns: int
+    max_conversation_bytes: int
+    max_prompt_tokens: int
+    max_categories: int
+    threshold: float
+    category_threshold: float
+    prefix_cache_mb: int
+    min_verdict_mass: float
+    drain_grace_s: float
+    reflection: bool
+    log_level: str
+    log_conversations: bool
+    sources: Mapping[str, str] = field(default_factory=dict)  # key -> "flag"/"env"/"file"/"default"
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_turns=self.max_turns,
+            max_conversation_bytes=self.max_conversation_bytes,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_categories=self.max_categories,
+        )
+
+    def redacted(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            opt = _BY_KEY.get(f.name)
+            value = getattr(self, f.name)
+            out[f.name] = "***" if opt is not None and opt.secret and value else value
+        return out
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per option; their defaults are None so unset flags are detectable."""
+    for o in OPTIONS:
+        extra: dict[str, Any] = {}
+        if o.choices:
+            extra["choices"] = o.choices
+        parser.add_argument(
+            "--" + o.key.replace("_", "-"),
+            dest=o.key,
+            default=None,
+            help=f"{o.help} [env GUARDWIRE_{o.key.upper()}; default {o.default!r}]",
+            **extra,
+        )
+    parser.add_argument("--config", default=None, help="YAML config file [env GUARDWIRE_CONFIG].")
+
+
+def _coerce(o: Option, raw: Any, source: str) -> Any:
+    try:
+        if isinstance(raw, str):
+            value = o.type(raw)
+        elif o.type is _str_list:
+            value = [str(x) for x in (raw if isinstance(raw, list) else [raw])]
+        elif o.type is _bool:
+            if not isinstance(raw, bool):
+                raise ValueError(f"expected a boolean, got {raw!r}")
+            value = raw
+        elif o.type in (int, float):
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise ValueError(f"expected a number, got {raw!r}")
+            if o.type is int and float(raw) != int(raw):
+                raise ValueError(f"expected an integer, got {raw!r}")
+            value = o.type(raw)
+        else:
+            value = o.type(str(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{o.key} (from {source}): {exc}") from None
+    if o.choices and value not in o.choices:
+        raise ConfigError(f"{o.key} (from {source}): {value!r} is not one of {list(o.choices)}")
+    if o.check is not None:
+        problem = o.check(value)
+        if problem:
+            raise ConfigError(f"{o.key} (from {source}): {problem} (got {value!r})")
+    return value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: top level must be a mapping")
+    return data
+
+
+def resolve_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    file_data: Mapping[str, Any] | None = None,
+    *,
+    file_keys_extra: Sequence[str] = (),
+) -> Settings:
+    """Merges the four layers. Unknown keys in the file are errors (a typo must not be ignored)."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = env or {}
+    file_data = dict(file_data or {})
+    unknown = sorted(set(file_data) - set(_BY_KEY) - set(file_keys_extra))
+    if unknown:
+        raise ConfigError(f"config file: unknown key(s) {unknown}; known: {sorted(_BY_KEY)}")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for o in OPTIONS:
+        env_name = "GUARDWIRE_" + o.key.upper()
+        if o.key in flags:
+            values[o.key] = _coerce(o, flags[o.key], f"--{o.key.replace('_', '-')}")
+            sources[o.key] = "flag"
+        elif env_name in env:
+            values[o.key] = _coerce(o, env[env_name], env_name)
+            sources[o.key] = "env"
+        elif o.key in file_data:
+            values[o.key] = _coerce(o, file_data[o.key], "config file")
+            sources[o.key] = "file"
+        else:
+            values[o.key] = o.default
+            sources[o.key] = "default"
+    values["listen"] = tuple(values["listen"])
+    return Settings(**values, sources=sources)

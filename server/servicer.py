@@ -1,0 +1,120 @@
+"""GuardService servicer: thin. validate → Guard → map back; errors through one table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import grpc
+
+from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
+from server.config import Settings
+from server.errors import Draining, GuardwireError, ModelNotReady
+from server.guard import Guard, monotonic_deadline
+from server.mapping import policy_to_categories, verdict_to_proto
+from server.status import internal_status, to_grpc_status
+from server.validation import validate_classify
+
+__all__ = ["GuardServicer", "ServingState"]
+
+
+class ServingState(Protocol):
+    """What the servicer needs from the app: the guard once ready, and the drain flag."""
+
+    guard: Guard | None
+    draining: bool
+
+    def call_started(self) -> None: ...
+
+    def call_finished(self) -> None: ...
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    status = to_grpc_status(exc) if isinstance(exc, GuardwireError) else internal_status(exc)
+    await context.abort_with_status(status)
+
+
+class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
+    def __init__(self, state: ServingState, settings: Settings) -> None:
+        self._state = state
+        self._settings = settings
+
+    def _guard(self) -> Guard:
+        if self._state.draining:
+            raise Draining("the server is draining for shutdown; retry on another replica")
+        if self._state.guard is None:
+            raise ModelNotReady("the model is still loading; retry with backoff")
+        return self._state.guard
+
+    async def Classify(  # noqa: N802 (gRPC method name)
+        self,
+        request: guard_service_pb2.ClassifyRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> guard_service_pb2.ClassifyResponse:
+        start = time.perf_counter()
+        self._state.call_started()
+        try:
+            guard = self._guard()
+            valid = validate_classify(
+                request, guard.catalog, guard.limits, self._settings.threshold
+            )
+            verdict = await guard.classify(
+                valid, deadline=monotonic_deadline(context.time_remaining())
+            )
+            return verdict_to_proto(
+                verdict,
+                model_id=guard.description.model_id,
+                include_category_scores=valid.include_category_scores,
+                total_s=time.perf_counter() - start,
+            )
+        except Exception as exc:  # every failure gets exactly one explicit status
+            await abort_with(context, exc)
+            raise AssertionError("unreachable: abort raises") from exc
+        finally:
+            self._state.call_finished()
+
+    async def StreamClassify(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[guard_service_pb2.StreamClassifyRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[guard_service_pb2.StreamClassifyResponse]:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "StreamClassify is declared in v1 but not served yet"
+        )
+        yield guard_service_pb2.StreamClassifyResponse()  # pragma: no cover
+
+    async def GetModelInfo(  # noqa: N802
+        self,
+        request: guard_service_pb2.GetModelInfoRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> guard_service_pb2.GetModelInfoResponse:
+        try:
+            guard = self._guard()
+        except Exception as exc:
+            await abort_with(context, exc)
+            raise AssertionError("unreachable: abort raises") from exc
+        d = guard.description
+        s = self._settings
+        return guard_service_pb2.GetModelInfoResponse(
+            model_id=d.model_id,
+            revision=d.revision,
+            family=d.family,
+            backend=d.backend,
+            device=d.device,
+            dtype=d.dtype,
+            default_categories=policy_to_categories(guard.catalog.default),
+            limits=guard_service_pb2.Limits(
+                max_turns=s.max_turns,
+                max_conversation_bytes=s.max_conversation_bytes,
+                max_prompt_tokens=s.max_prompt_tokens,
+                max_categories=s.max_categories,
+                max_batch_size=s.max_batch_size,
+                max_queue=s.max_queue,
+            ),
+            default_threshold=s.threshold,
+            template_hash=d.template_hash,
+            verdict_token_ids=list(d.verdict_token_ids),
+            policy_ids=sorted(guard.catalog.named),
+        )
+

@@ -1,0 +1,159 @@
+"""Health, reflection, readiness, overload, deadlines, drain, load probe, CLI over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import REPO, run_server
+from tests.integration.helpers import U, details, request, stub
+
+SERVICE = "guardwire.v1.GuardService"
+
+
+async def health_status(target: str, service: str = SERVICE) -> int:
+    async with grpc.aio.insecure_channel(target) as ch:
+        r = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return r.status
+
+
+async def test_health_follows_readiness_and_model_not_ready(tiny_model_dir):
+    async with run_server(tiny_model_dir, load=False) as srv:
+        assert await health_status(srv.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await health_status(srv.target, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub(ch).Classify(request((U, "hi")), timeout=5)
+        d = details(info.value)
+        assert d["code"] == grpc.StatusCode.UNAVAILABLE and d["reason"] == "MODEL_NOT_READY"
+        await srv.server.load()
+        assert await health_status(srv.target) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_services(guard_server):
+    async with grpc.aio.insecure_channel(guard_server.target) as ch:
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+
+        async def reqs():
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names = []
+        async for resp in refl.ServerReflectionInfo(reqs()):
+            names = [s.name for s in resp.list_services_response.service]
+    assert SERVICE in names and "grpc.health.v1.Health" in names
+
+
+async def test_overload_is_rejected_fast_with_retry_info(tiny_model_dir):
+    async with run_server(tiny_model_dir, backend="fake", max_queue=2, max_batch_size=1,
+                          backend_options={"delay_s": 0.3}) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            s = stub(ch)
+            calls = [s.Classify(request((U, f"q{i}")), timeout=20) for i in range(8)]
+            t0 = time.monotonic()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+    ok = [r for r in results if not isinstance(r, Exception)]
+    errs = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(ok) + len(errs) == 8 and len(ok) >= 2 and errs
+    for e in errs:
+        d = details(e)
+        assert d["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED and d["reason"] == "OVERLOADED"
+        assert d["retry_s"] and d["retry_s"] > 0
+    assert time.monotonic() - t0 < 8 * 0.3  # rejections did not wait for inference
+
+
+async def test_deadline_expired_in_queue_is_not_scored(tiny_model_dir):
+    async with run_server(tiny_model_dir, backend="fake", max_batch_size=1,
+                          backend_options={"delay_s": 0.5}) as srv:
+        fake = srv.server.guard.backend
+        before = fake.calls if hasattr(fake, "calls") else None
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            s = stub(ch)
+            slow = asyncio.ensure_future(s.Classify(request((U, "first")), timeout=10))
+            await asyncio.sleep(0.05)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await s.Classify(request((U, "second")), timeout=0.2)
+            await slow
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    if before is not None:
+        assert fake.calls - before == 1  # only "first" reached the backend
+
+
+async def test_drain_finishes_in_flight_and_refuses_new_calls(tiny_model_dir):
+    async with run_server(tiny_model_dir, backend="fake", max_batch_size=1,
+                          backend_options={"delay_s": 0.3}) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            s = stub(ch)
+            in_flight = [asyncio.ensure_future(s.Classify(request((U, f"q{i}")), timeout=10))
+                         for i in range(3)]
+            await asyncio.sleep(0.1)
+            drain = asyncio.ensure_future(srv.server.drain(5.0))
+            await asyncio.sleep(0.05)
+            assert await health_status(srv.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await s.Classify(request((U, "late")), timeout=5)
+            results = await asyncio.gather(*in_flight)
+            await drain
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(results) == 3 and all(r.verdict for r in results)
+
+
+def test_load_probe_refuses_an_unrigged_model(tmp_path):
+    from backends.base import BackendStartError
+    from server.devtools.tiny_model import make_test_model
+    from server.loading import build_guard
+    from tests.conftest import LLAMA3_TOKENIZER, make_settings
+
+    tok = LLAMA3_TOKENIZER if (LLAMA3_TOKENIZER / "tokenizer.json").is_file() else None
+    make_test_model(tmp_path, tokenizer_dir=tok, rigged=False)
+    with pytest.raises(BackendStartError, match="load probe failed"):
+        build_guard(make_settings(), tmp_path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_serve_demo_then_classify_then_sigterm(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--demo", "--listen", f"127.0.0.1:{port}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        out = None
+        while time.monotonic() < deadline:
+            r = subprocess.run(
+                [sys.executable, "-m", "server", "classify", "hello", "--target",
+                 f"127.0.0.1:{port}", "--timeout", "5"],
+                cwd=REPO, env=env, capture_output=True, text=True)
+            if r.returncode == 0:
+                out = r.stdout
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(1)
+        assert out is not None, "server never answered"
+        assert out.split()[0] in ("SAFE", "UNSAFE") and "unsafe_score=" in out
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        log = proc.stdout.read()
+        assert "NOT a safety model" in log
+        assert "hello" not in log  # conversation text is never logged
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
