@@ -56,8 +56,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         make_test_model(model_dir)
         log.warning("demo model written to %s (random weights, NOT a safety model)", model_dir)
     elif not settings.model:
-        print("guardwire: --model (or GUARDWIRE_MODEL, or model: in the config file) is "
-              "required unless --demo", file=sys.stderr)
+        print(
+            "guardwire: --model (or GUARDWIRE_MODEL, or model: in the config file) is "
+            "required unless --demo",
+            file=sys.stderr,
+        )
         return 2
     log.info("settings: %s", settings.redacted())
     return asyncio.run(serve(settings, model_dir=model_dir))
@@ -97,13 +100,17 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         print(json.dumps(result.__dict__, default=lambda o: o.__dict__, indent=2))
         return 0
     cats = ", ".join(f"{c.code} {c.name} ({c.score:.3f})" for c in result.categories)
-    print(f"{result.verdict.upper()}  unsafe_score={result.unsafe_score:.4f} "
-          f"threshold={result.threshold:.2f}" + (f"  categories: {cats}" if cats else ""))
+    print(
+        f"{result.verdict.upper()}  unsafe_score={result.unsafe_score:.4f} "
+        f"threshold={result.threshold:.2f}" + (f"  categories: {cats}" if cats else "")
+    )
     for c in result.category_scores:
         print(f"  {c.code:>4} {c.score:.4f} {c.name}")
-    print(f"model={result.model_id} policy={result.policy_id} role={result.assessed_role} "
-          f"batch={result.batch_size} inference={result.inference_s * 1000:.1f}ms "
-          f"total={result.total_s * 1000:.1f}ms")
+    print(
+        f"model={result.model_id} policy={result.policy_id} role={result.assessed_role} "
+        f"batch={result.batch_size} inference={result.inference_s * 1000:.1f}ms "
+        f"total={result.total_s * 1000:.1f}ms"
+    )
     return 0
 
 
@@ -111,8 +118,12 @@ def _cmd_make_test_model(args: argparse.Namespace) -> int:
     from server.devtools.tiny_model import make_test_model
 
     out = Path(args.dir)
-    make_test_model(out, tokenizer_dir=Path(args.tokenizer) if args.tokenizer else None,
-                    seed=args.seed, rigged=not args.unrigged)
+    make_test_model(
+        out,
+        tokenizer_dir=Path(args.tokenizer) if args.tokenizer else None,
+        seed=args.seed,
+        rigged=not args.unrigged,
+    )
     print(f"wrote a tiny random-weight Llama Guard 3 test model to {out} (NOT a safety model)")
     return 0
 
@@ -123,15 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gRPC guard sidecar")
     add_flags(serve)
-    serve.add_argument("--demo", action="store_true",
-                       help="serve a tiny random-weight test model (NOT a safety model)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve a tiny random-weight test model (NOT a safety model)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     classify = sub.add_parser("classify", help="classify a text or a conversation file")
     classify.add_argument("text", nargs="?", help="a user prompt to classify")
     classify.add_argument("--file", help="JSON conversation: [{role, content}, ...]")
-    classify.add_argument("--target", default=os.environ.get("GUARDWIRE_TARGET",
-                                                             "127.0.0.1:50051"))
+    classify.add_argument("--target", default=os.environ.get("GUARDWIRE_TARGET", "127.0.0.1:50051"))
     classify.add_argument("--role", choices=("user", "assistant"))
     classify.add_argument("--threshold", type=float)
     classify.add_argument("--exclude", action="append", help="category code to exclude")
@@ -145,13 +158,39 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("dir")
     tiny.add_argument("--tokenizer", help="dir with tokenizer.json (default: built-in)")
     tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--unrigged", action="store_true",
-                      help="plain random weights (fails the load probe, for tests)")
+    tiny.add_argument(
+        "--unrigged",
+        action="store_true",
+        help="plain random weights (fails the load probe, for tests)",
+    )
     tiny.set_defaults(func=_cmd_make_test_model)
+
+    for name, text in (
+        ("eval", "evaluate a running sidecar on a labelled dataset"),
+        ("calibrate", "fit per-category thresholds for a target FPR"),
+    ):
+        sub.add_parser(name, help=f"{text} (see `guardwire {name} --help`)", add_help=False)
     return parser
 
 
+# Subcommands that own their argument parsing (their rooms define the flags).
+_DELEGATED = {
+    "eval": "server.evaluation.cli:eval_main",
+    "calibrate": "server.evaluation.cli:calibrate_main",
+}
+
+
+def _delegate(name: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    module, func = _DELEGATED[name].split(":")
+    return int(getattr(importlib.import_module(module), func)(list(argv)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -80,34 +80,75 @@ OPTIONS: tuple[Option, ...] = (
     Option("family", str, "auto", "Guard-model family; 'auto' detects it from the model dir."),
     Option("backend", str, "torch", "Inference backend.", choices=("torch", "onnxruntime", "fake")),
     Option("device", str, "auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:N'."),
-    Option("dtype", str, "auto", "Weights dtype; 'auto' = bfloat16 on CUDA, float32 on CPU.",
-           choices=("auto", "float32", "bfloat16", "float16")),
+    Option(
+        "dtype",
+        str,
+        "auto",
+        "Weights dtype; 'auto' = bfloat16 on CUDA, float32 on CPU.",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    ),
     Option("threads", int, 0, "CPU threads for inference (0 = library default).", _non_negative),
-    Option("listen", _str_list, ["127.0.0.1:50051"],
-           "Comma-separated addresses: host:port and/or unix:/path/to.sock.", _listen),
+    Option(
+        "listen",
+        _str_list,
+        ["127.0.0.1:50051"],
+        "Comma-separated addresses: host:port and/or unix:/path/to.sock.",
+        _listen,
+    ),
     Option("max_batch_size", int, 16, "Most requests in one model batch.", _positive),
     Option("max_batch_tokens", int, 8192, "Most padded tokens in one batch.", _positive),
-    Option("max_wait_ms", float, 5.0, "Longest wait for a batch to fill after its first request.",
-           _non_negative),
+    Option(
+        "max_wait_ms",
+        float,
+        5.0,
+        "Longest wait for a batch to fill after its first request.",
+        _non_negative,
+    ),
     Option("max_queue", int, 256, "Most queued requests; more get RESOURCE_EXHAUSTED.", _positive),
     Option("max_turns", int, 64, "Most turns in a conversation.", _positive),
     Option("max_conversation_bytes", int, 65536, "Most UTF-8 bytes of all turns.", _positive),
     Option("max_prompt_tokens", int, 8192, "Most prompt tokens (policy + turns).", _positive),
     Option("max_categories", int, 32, "Most categories in a custom policy.", _positive),
     Option("threshold", float, 0.5, "Default unsafe-score threshold.", _unit_open),
-    Option("category_threshold", float, 0.3,
-           "Conditional probability above which a further category is reported violated.", _unit),
-    Option("prefix_cache_mb", int, 512, "Memory bound of the policy-prefix KV cache (0 = off).",
-           _non_negative),
-    Option("min_verdict_mass", float, 0.5,
-           "Load probe: least P(safe)+P(unsafe) at the verdict position to accept the model.",
-           _unit),
-    Option("drain_grace_s", float, 20.0, "Seconds to finish in-flight work on SIGTERM.",
-           _non_negative),
+    Option(
+        "thresholds_file",
+        str,
+        "",
+        'Per-category thresholds written by `guardwire calibrate` ("" = off); used when a '
+        "request sets no threshold.",
+    ),
+    Option(
+        "category_threshold",
+        float,
+        0.3,
+        "Conditional probability above which a further category is reported violated.",
+        _unit,
+    ),
+    Option(
+        "prefix_cache_mb",
+        int,
+        512,
+        "Memory bound of the policy-prefix KV cache (0 = off).",
+        _non_negative,
+    ),
+    Option(
+        "min_verdict_mass",
+        float,
+        0.5,
+        "Load probe: least P(safe)+P(unsafe) at the verdict position to accept the model.",
+        _unit,
+    ),
+    Option(
+        "drain_grace_s", float, 20.0, "Seconds to finish in-flight work on SIGTERM.", _non_negative
+    ),
     Option("reflection", _bool, True, "Serve gRPC server reflection."),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
-    Option("log_conversations", _bool, False,
-           "Log conversation text (user data!) at debug level. Off by default."),
+    Option(
+        "log_conversations",
+        _bool,
+        False,
+        "Log conversation text (user data!) at debug level. Off by default.",
+    ),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -140,6 +181,7 @@ class Settings:
     max_prompt_tokens: int
     max_categories: int
     threshold: float
+    thresholds_file: str
     category_threshold: float
     prefix_cache_mb: int
     min_verdict_mass: float

@@ -16,6 +16,7 @@ from server.batcher import MicroBatcher
 from server.config import RequestLimits
 from server.domain import Conversation, Policy, Timings, Verdict
 from server.errors import Draining, LimitExceeded, ModelNotReady
+from server.evaluation.calibrate import ThresholdPolicy
 from server.validation import PolicyCatalog, ValidClassifyRequest
 
 __all__ = ["Guard", "ModelDescription"]
@@ -47,12 +48,16 @@ class Guard:
         catalog: PolicyCatalog,
         limits: RequestLimits,
         model_id: str,
+        default_threshold: float = 0.5,
+        thresholds: ThresholdPolicy | None = None,
     ) -> None:
         self.adapter = adapter
         self.backend = backend
         self.batcher = batcher
         self.catalog = catalog
         self.limits = limits
+        self.default_threshold = default_threshold
+        self.thresholds = thresholds  # calibrated per-category thresholds (`guardwire calibrate`)
         info = backend.info
         self.description = ModelDescription(
             model_id=model_id,
@@ -88,10 +93,12 @@ class Guard:
         conversation: Conversation,
         policy: Policy,
         *,
-        threshold: float,
+        threshold: float | None,
         deadline: float | None,
         priority: int = 0,
     ) -> Verdict:
+        """Scores one conversation. ``threshold=None`` applies the server's default, or the
+        calibrated per-category thresholds when a thresholds file is configured."""
         prompt = self.adapter.encode(conversation, policy)
         n_tokens = prompt.item.num_tokens
         if n_tokens > self.limits.max_prompt_tokens:
@@ -106,7 +113,16 @@ class Guard:
             computed_tokens=outcome.result.computed_tokens,
             cached_tokens=outcome.result.cached_tokens,
         )
-        return self.adapter.interpret(prompt, outcome.result, threshold, timings)
+        if threshold is not None:
+            return self.adapter.interpret(prompt, outcome.result, threshold, timings)
+        verdict = self.adapter.interpret(prompt, outcome.result, self.default_threshold, timings)
+        if self.thresholds is None:
+            return verdict
+        scores = {c.code: c.score for c in verdict.category_scores}
+        _, calibrated = self.thresholds.threshold_for(scores)
+        if calibrated == verdict.threshold:
+            return verdict
+        return self.adapter.interpret(prompt, outcome.result, calibrated, timings)
 
 
 class NotReadyGuard:

@@ -19,6 +19,7 @@ from server.adapters.registry import load_adapter
 from server.batcher import BatcherLimits, MicroBatcher
 from server.config import Settings
 from server.domain import Conversation, Role, Timings, Turn
+from server.evaluation.calibrate import load_thresholds
 from server.guard import Guard
 from server.validation import PolicyCatalog
 
@@ -129,7 +130,11 @@ def build_guard(
     info = backend.info
     log.info(
         "loaded %s on backend=%s device=%s dtype=%s family=%s in %.2fs",
-        settings.model or model_dir, info.name, info.device, info.dtype, adapter.family,
+        settings.model or model_dir,
+        info.name,
+        info.device,
+        info.dtype,
+        adapter.family,
         time.perf_counter() - t0,
     )
     if settings.backend != "fake":  # the fake backend is not a model: nothing to probe
@@ -147,6 +152,7 @@ def build_guard(
             max_queue=settings.max_queue,
         ),
     )
+    thresholds = load_thresholds(settings.thresholds_file) if settings.thresholds_file else None
     return Guard(
         adapter=adapter,
         backend=backend,
@@ -154,4 +160,6 @@ def build_guard(
         catalog=PolicyCatalog(default=adapter.default_policy, named={}),
         limits=settings.request_limits,
         model_id=settings.model or str(model_dir),
+        default_threshold=settings.threshold,
+        thresholds=thresholds,
     )

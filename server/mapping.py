@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from google.protobuf import duration_pb2
-
 from guardwire.v1 import conversation_pb2, guard_service_pb2, verdict_pb2
+
 from server.domain import Category, CategoryScore, Policy, Role, Verdict, VerdictLabel
 
 __all__ = ["category_to_proto", "duration", "verdict_to_proto"]
 
 _ROLE = {Role.USER: conversation_pb2.ROLE_USER, Role.ASSISTANT: conversation_pb2.ROLE_ASSISTANT}
-_LABEL = {VerdictLabel.SAFE: verdict_pb2.VERDICT_SAFE, VerdictLabel.UNSAFE: verdict_pb2.VERDICT_UNSAFE}
+_LABEL = {
+    VerdictLabel.SAFE: verdict_pb2.VERDICT_SAFE,
+    VerdictLabel.UNSAFE: verdict_pb2.VERDICT_UNSAFE,
+}
 
 
 def duration(seconds: float) -> duration_pb2.Duration:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import grpc
-
 from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
+
 from server.config import Settings
 from server.errors import Draining, GuardwireError, ModelNotReady
 from server.guard import Guard, monotonic_deadline
@@ -47,7 +47,7 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
             raise ModelNotReady("the model is still loading; retry with backoff")
         return self._state.guard
 
-    async def Classify(  # noqa: N802 (gRPC method name)
+    async def Classify(
         self,
         request: guard_service_pb2.ClassifyRequest,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -56,9 +56,7 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
         self._state.call_started()
         try:
             guard = self._guard()
-            valid = validate_classify(
-                request, guard.catalog, guard.limits, self._settings.threshold
-            )
+            valid = validate_classify(request, guard.catalog, guard.limits)
             verdict = await guard.classify(
                 valid, deadline=monotonic_deadline(context.time_remaining())
             )
@@ -74,7 +72,7 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
         finally:
             self._state.call_finished()
 
-    async def StreamClassify(  # noqa: N802
+    async def StreamClassify(
         self,
         request_iterator: AsyncIterator[guard_service_pb2.StreamClassifyRequest],
         context: grpc.aio.ServicerContext[Any, Any],
@@ -84,7 +82,7 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
         )
         yield guard_service_pb2.StreamClassifyResponse()  # pragma: no cover
 
-    async def GetModelInfo(  # noqa: N802
+    async def GetModelInfo(
         self,
         request: guard_service_pb2.GetModelInfoRequest,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -117,4 +115,3 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
             verdict_token_ids=list(d.verdict_token_ids),
             policy_ids=sorted(guard.catalog.named),
         )
-

@@ -1,4 +1,4 @@
-"""The one table from domain errors to gRPC: canonical code + ErrorInfo (+ BadRequest, RetryInfo)."""
+"""The one table from domain errors to gRPC: code + ErrorInfo (+ BadRequest, RetryInfo)."""
 
 from __future__ import annotations
 

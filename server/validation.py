@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from guardwire.v1 import conversation_pb2, guard_service_pb2
+
 from server.config import RequestLimits
 from server.domain import Category, Conversation, Policy, Role, Turn
 from server.errors import FieldViolation, InvalidRequest, LimitExceeded, UnknownPolicy
@@ -37,7 +38,7 @@ class PolicyCatalog:
 class ValidClassifyRequest:
     conversation: Conversation  # already cut after the assessed turn
     policy: Policy
-    threshold: float
+    threshold: float | None  # None: the server's default (or its calibrated thresholds)
     include_category_scores: bool
 
 
@@ -79,8 +80,10 @@ def validate_conversation(
             continue
         if t.role not in (conversation_pb2.ROLE_USER, conversation_pb2.ROLE_ASSISTANT):
             violations.append(
-                FieldViolation(f"{where}.role", f"must be ROLE_USER or ROLE_ASSISTANT, got "
-                               f"{_role_name(t.role)}")
+                FieldViolation(
+                    f"{where}.role",
+                    f"must be ROLE_USER or ROLE_ASSISTANT, got {_role_name(t.role)}",
+                )
             )
             continue
         expected = (
@@ -148,7 +151,8 @@ def _validate_policy(
             if len(c.description) > MAX_DESCRIPTION_CHARS:
                 violations.append(
                     FieldViolation(
-                        f"{where}.description", f"must be at most {MAX_DESCRIPTION_CHARS} characters"
+                        f"{where}.description",
+                        f"must be at most {MAX_DESCRIPTION_CHARS} characters",
                     )
                 )
             cats.append(Category(code=c.code, name=name, description=c.description.strip()))
@@ -184,8 +188,9 @@ def _cut_to_role(
         return conversation, None
     if role_number not in (conversation_pb2.ROLE_USER, conversation_pb2.ROLE_ASSISTANT):
         violations.append(
-            FieldViolation("role", f"must be ROLE_USER, ROLE_ASSISTANT or unset, got "
-                           f"{_role_name(role_number)}")
+            FieldViolation(
+                "role", f"must be ROLE_USER, ROLE_ASSISTANT or unset, got {_role_name(role_number)}"
+            )
         )
         return conversation, None
     role = Role.USER if role_number == conversation_pb2.ROLE_USER else Role.ASSISTANT
@@ -202,13 +207,12 @@ def validate_classify(
     msg: guard_service_pb2.ClassifyRequest,
     catalog: PolicyCatalog,
     limits: RequestLimits,
-    default_threshold: float,
 ) -> ValidClassifyRequest:
     conversation, violations = validate_conversation(msg.conversation, limits)
     if not violations:
         conversation, _ = _cut_to_role(conversation, msg.role, violations)
     policy = _validate_policy(msg.policy, catalog, limits, violations)
-    threshold = default_threshold
+    threshold: float | None = None
     if msg.options.HasField("threshold"):
         t = msg.options.threshold
         if not (math.isfinite(t) and 0.0 < t <= 1.0):

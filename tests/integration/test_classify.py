@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from guardwire.v1 import conversation_pb2, guard_service_pb2, verdict_pb2
+
 from tests.integration.helpers import A, U, request, stub
 
 
@@ -14,8 +14,10 @@ async def test_classify_returns_a_full_verdict(guard_server, transport):
     target = guard_server.target if transport == "tcp" else guard_server.uds_target
     async with grpc.aio.insecure_channel(target) as ch:
         r = await stub(ch).Classify(
-            request((U, "How do I bake bread?"), options=guard_service_pb2.ClassifyOptions(
-                include_category_scores=True)),
+            request(
+                (U, "How do I bake bread?"),
+                options=guard_service_pb2.ClassifyOptions(include_category_scores=True),
+            ),
             timeout=30,
         )
     assert r.verdict in (verdict_pb2.VERDICT_SAFE, verdict_pb2.VERDICT_UNSAFE)
@@ -39,11 +41,23 @@ async def test_threshold_option_decides_the_verdict(guard_server):
         s = stub(ch)
         base = await s.Classify(request((U, "Tell me a joke")), timeout=30)
         low = await s.Classify(
-            request((U, "Tell me a joke"), options=guard_service_pb2.ClassifyOptions(
-                threshold=max(1e-6, base.unsafe_score * 0.5))), timeout=30)
+            request(
+                (U, "Tell me a joke"),
+                options=guard_service_pb2.ClassifyOptions(
+                    threshold=max(1e-6, base.unsafe_score * 0.5)
+                ),
+            ),
+            timeout=30,
+        )
         high = await s.Classify(
-            request((U, "Tell me a joke"), options=guard_service_pb2.ClassifyOptions(
-                threshold=min(1.0, base.unsafe_score + 1e-3))), timeout=30)
+            request(
+                (U, "Tell me a joke"),
+                options=guard_service_pb2.ClassifyOptions(
+                    threshold=min(1.0, base.unsafe_score + 1e-3)
+                ),
+            ),
+            timeout=30,
+        )
     assert low.unsafe_score == pytest.approx(base.unsafe_score, abs=1e-5)
     assert low.verdict == verdict_pb2.VERDICT_UNSAFE
     assert high.verdict == verdict_pb2.VERDICT_SAFE
@@ -63,18 +77,31 @@ async def test_role_cuts_the_conversation(guard_server):
 
 
 async def test_policy_changes_the_prompt_and_the_policy_id(guard_server):
-    custom = conversation_pb2.Policy(categories=[
-        conversation_pb2.Category(code="C1", name="Cooking secrets.", description="No recipes."),
-        conversation_pb2.Category(code="C2", name="Weather talk."),
-    ])
+    custom = conversation_pb2.Policy(
+        categories=[
+            conversation_pb2.Category(
+                code="C1", name="Cooking secrets.", description="No recipes."
+            ),
+            conversation_pb2.Category(code="C2", name="Weather talk."),
+        ]
+    )
     async with grpc.aio.insecure_channel(guard_server.target) as ch:
         s = stub(ch)
         default = await s.Classify(request((U, "recipe please")), timeout=30)
-        excl = await s.Classify(request((U, "recipe please"), policy=conversation_pb2.Policy(
-            excluded_codes=["S1", "S2"])), timeout=30)
-        own = await s.Classify(request((U, "recipe please"), policy=custom,
-                                       options=guard_service_pb2.ClassifyOptions(
-                                           include_category_scores=True)), timeout=30)
+        excl = await s.Classify(
+            request(
+                (U, "recipe please"), policy=conversation_pb2.Policy(excluded_codes=["S1", "S2"])
+            ),
+            timeout=30,
+        )
+        own = await s.Classify(
+            request(
+                (U, "recipe please"),
+                policy=custom,
+                options=guard_service_pb2.ClassifyOptions(include_category_scores=True),
+            ),
+            timeout=30,
+        )
     assert len({default.policy_id, excl.policy_id, own.policy_id}) == 3
     assert [c.code for c in own.category_scores] == ["C1", "C2"]
     assert own.category_scores[0].name == "Cooking secrets."
@@ -108,8 +135,9 @@ async def test_python_clients_sync_and_async(guard_server):
     from guardwire import AsyncGuardClient, GuardClient
 
     async with AsyncGuardClient(guard_server.target) as client:
-        r = await client.classify([("user", "hello"), ("assistant", "hi!")],
-                                  include_category_scores=True)
+        r = await client.classify(
+            [("user", "hello"), ("assistant", "hi!")], include_category_scores=True
+        )
     assert r.verdict in ("safe", "unsafe") and r.assessed_role == "assistant"
     assert len(r.category_scores) == 13
 
@@ -119,3 +147,28 @@ async def test_python_clients_sync_and_async(guard_server):
 
     r2 = await asyncio.to_thread(sync_call)
     assert r2.assessed_role == "user" and 0 <= r2.unsafe_score <= 1
+
+
+@pytest.mark.parametrize(("default", "expect"), [(1e-6, "UNSAFE"), (1.0, "SAFE")])
+async def test_calibrated_thresholds_file_applies_when_request_sets_none(
+    tiny_model_dir, tmp_path, default, expect
+):
+    from server.evaluation.calibrate import ThresholdPolicy, write_thresholds
+    from tests.conftest import run_server
+
+    path = tmp_path / "thresholds.yaml"
+    write_thresholds(ThresholdPolicy(thresholds={"default": default}), path)
+    async with run_server(tiny_model_dir, thresholds_file=str(path)) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            s = stub(ch)
+            served = await s.Classify(request((U, "is this fine?")), timeout=30)
+            explicit = await s.Classify(
+                request(
+                    (U, "is this fine?"),
+                    options=guard_service_pb2.ClassifyOptions(threshold=0.5),
+                ),
+                timeout=30,
+            )
+    assert served.threshold == pytest.approx(default)
+    assert verdict_pb2.Verdict.Name(served.verdict) == f"VERDICT_{expect}"
+    assert explicit.threshold == pytest.approx(0.5)
