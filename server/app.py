@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
+
 from server.config import Settings
 from server.guard import Guard
 from server.loading import build_guard, resolve_model_dir

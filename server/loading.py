@@ -151,6 +151,7 @@ def build_guard(
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue=settings.max_queue,
         ),
+        padded=backend.capabilities.is_padded,
     )
     thresholds = load_thresholds(settings.thresholds_file) if settings.thresholds_file else None
     return Guard(

@@ -82,7 +82,7 @@ class RigParams:
     const: float = 16.0  # embedding value of the constant dim
     mode: float = 4.0  # embedding value of a mode indicator
     verdict_logit: float = 23.0  # safe/unsafe logit level
-    category_logit: float = 14.0  # "S", numbers, ",S" logit level
+    category_logit: float = 12.0  # "S", numbers, ",S" logit level
     mode_swing: float = 14.0  # logit shift towards the mode's tokens
     diff_std: float = 1.7  # std of logit(unsafe) - logit(safe) across conversations
     category_std: float = 1.2  # std of the per-number offsets across conversations

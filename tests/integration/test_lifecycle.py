@@ -22,7 +22,8 @@ SERVICE = "guardwire.v1.GuardService"
 async def health_status(target: str, service: str = SERVICE) -> int:
     async with grpc.aio.insecure_channel(target) as ch:
         r = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=5)
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
     return r.status
 
 
@@ -53,8 +54,13 @@ async def test_reflection_lists_the_services(guard_server):
 
 
 async def test_overload_is_rejected_fast_with_retry_info(tiny_model_dir):
-    async with run_server(tiny_model_dir, backend="fake", max_queue=2, max_batch_size=1,
-                          backend_options={"delay_s": 0.3}) as srv:
+    async with run_server(
+        tiny_model_dir,
+        backend="fake",
+        max_queue=2,
+        max_batch_size=1,
+        backend_options={"delay_s": 0.3},
+    ) as srv:
         async with grpc.aio.insecure_channel(srv.target) as ch:
             s = stub(ch)
             calls = [s.Classify(request((U, f"q{i}")), timeout=20) for i in range(8)]
@@ -71,8 +77,9 @@ async def test_overload_is_rejected_fast_with_retry_info(tiny_model_dir):
 
 
 async def test_deadline_expired_in_queue_is_not_scored(tiny_model_dir):
-    async with run_server(tiny_model_dir, backend="fake", max_batch_size=1,
-                          backend_options={"delay_s": 0.5}) as srv:
+    async with run_server(
+        tiny_model_dir, backend="fake", max_batch_size=1, backend_options={"delay_s": 0.5}
+    ) as srv:
         fake = srv.server.guard.backend
         before = fake.calls if hasattr(fake, "calls") else None
         async with grpc.aio.insecure_channel(srv.target) as ch:
@@ -88,12 +95,15 @@ async def test_deadline_expired_in_queue_is_not_scored(tiny_model_dir):
 
 
 async def test_drain_finishes_in_flight_and_refuses_new_calls(tiny_model_dir):
-    async with run_server(tiny_model_dir, backend="fake", max_batch_size=1,
-                          backend_options={"delay_s": 0.3}) as srv:
+    async with run_server(
+        tiny_model_dir, backend="fake", max_batch_size=1, backend_options={"delay_s": 0.3}
+    ) as srv:
         async with grpc.aio.insecure_channel(srv.target) as ch:
             s = stub(ch)
-            in_flight = [asyncio.ensure_future(s.Classify(request((U, f"q{i}")), timeout=10))
-                         for i in range(3)]
+            in_flight = [
+                asyncio.ensure_future(s.Classify(request((U, f"q{i}")), timeout=10))
+                for i in range(3)
+            ]
             await asyncio.sleep(0.1)
             drain = asyncio.ensure_future(srv.server.drain(5.0))
             await asyncio.sleep(0.05)
@@ -131,15 +141,33 @@ def test_cli_serve_demo_then_classify_then_sigterm(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--demo", "--listen", f"127.0.0.1:{port}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         out = None
         while time.monotonic() < deadline:
             r = subprocess.run(
-                [sys.executable, "-m", "server", "classify", "hello", "--target",
-                 f"127.0.0.1:{port}", "--timeout", "5"],
-                cwd=REPO, env=env, capture_output=True, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "server",
+                    "classify",
+                    "hello",
+                    "--target",
+                    f"127.0.0.1:{port}",
+                    "--timeout",
+                    "5",
+                ],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if r.returncode == 0:
                 out = r.stdout
                 break
