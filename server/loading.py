@@ -84,7 +84,7 @@ def probe_model(adapter: GuardAdapter, backend: Backend, min_mass: float) -> flo
     return worst
 
 
-FAKE_UNSAFE_TRIGGER = "_GW_TEST_UNSAFE"
+FAKE_UNSAFE_TRIGGER = "_TEST_UNSAFE"  # a whole pre-token in any context
 
 
 def _fake_backend_options(model_dir: Path, adapter: GuardAdapter) -> dict[str, Any]:

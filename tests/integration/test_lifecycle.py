@@ -185,3 +185,11 @@ def test_cli_serve_demo_then_classify_then_sigterm(tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+async def test_fake_backend_trigger_text_gives_unsafe(fake_server):
+    async with grpc.aio.insecure_channel(fake_server.target) as ch:
+        s = stub(ch)
+        for text in ("GW_TEST_UNSAFE", "please GW_TEST_UNSAFE now", "x\nGW_TEST_UNSAFE"):
+            r = await s.Classify(request((U, text)), timeout=10)
+            assert r.unsafe_score > 0.99, text
