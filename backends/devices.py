@@ -16,7 +16,13 @@ from backends.base import BackendStartError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DTYPE_NAMES", "dtype_name", "resolve_device", "resolve_device_and_dtype", "resolve_dtype"]
+__all__ = [
+    "DTYPE_NAMES",
+    "dtype_name",
+    "resolve_device",
+    "resolve_device_and_dtype",
+    "resolve_dtype",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,9 @@ DTYPE_NAMES: dict[str, str] = {
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` when available else ``cpu``; an explicit CUDA device must exist."""
-    torch = require("torch", "torch")
+    require("torch", "torch")
+    import torch
+
     device = device.strip().lower()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -53,13 +61,18 @@ def resolve_device(device: str = "auto") -> str:
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """``auto`` -> bfloat16 on CUDA, float32 on CPU; otherwise one of :data:`DTYPE_NAMES`."""
-    torch = require("torch", "torch")
+    require("torch", "torch")
+    import torch
+
     key = dtype.strip().lower()
     if key == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     if key not in DTYPE_NAMES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPE_NAMES)}")
-    return getattr(torch, DTYPE_NAMES[key])  # type: ignore[no-any-return]
+        raise ValueError(
+            f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPE_NAMES)}"
+        )
+    resolved: torch.dtype = getattr(torch, DTYPE_NAMES[key])
+    return resolved
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -71,5 +84,11 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto") -> tuple
     """Resolve both and log the outcome (once per backend load)."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    log.info("backend device=%s dtype=%s (requested device=%s dtype=%s)", dev, dtype_name(dt), device, dtype)
+    log.info(
+        "backend device=%s dtype=%s (requested device=%s dtype=%s)",
+        dev,
+        dtype_name(dt),
+        device,
+        dtype,
+    )
     return dev, dt

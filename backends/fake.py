@@ -79,7 +79,7 @@ class FakeBackend:
         hot_ids: Sequence[int] = LG3_HOT_IDS,
         unsafe_trigger: Sequence[int] | None = None,
         trigger_boost: float = 20.0,
-        verdict_level: float = 8.0,
+        verdict_level: float = 10.0,
         spread: float = 3.0,
         cold_logit: float = -12.0,
         delay_s: float = 0.0,
@@ -93,12 +93,12 @@ class FakeBackend:
     ) -> None:
         if unsafe_trigger is not None and len(unsafe_trigger) == 0:
             raise ValueError("unsafe_trigger must be a non-empty token-id sequence or None")
+        if not (0 <= safe_id < vocab_size and 0 <= unsafe_id < vocab_size) or safe_id == unsafe_id:
+            raise ValueError("safe_id and unsafe_id must be distinct ids inside vocab_size")
         self._verdict = (safe_id, unsafe_id)
-        self._hot = frozenset(hot_ids) - {safe_id, unsafe_id}
-        warm = len(self._hot) + 2
-        if warm > vocab_size or max(self._hot | {safe_id, unsafe_id}) >= vocab_size:
-            raise ValueError("safe/unsafe/hot token ids must lie inside vocab_size")
-        self._cold_count = vocab_size - warm
+        # hot ids outside a small test vocabulary are dropped rather than rejected
+        self._hot = frozenset(t for t in hot_ids if 0 <= t < vocab_size) - {safe_id, unsafe_id}
+        self._cold_count = vocab_size - len(self._hot) - 2
         self._trigger = tuple(unsafe_trigger) if unsafe_trigger else None
         self._trigger_boost = trigger_boost
         self._verdict_level = verdict_level

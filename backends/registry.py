@@ -15,7 +15,10 @@ __all__ = ["LOADERS", "available_backends", "load_backend"]
 
 
 def _load_torch(model_ref: str, **options: Any) -> Backend:
-    from backends.torch_hf import TorchBackend
+    try:
+        from backends.torch_hf import TorchBackend
+    except ImportError as exc:  # the message names the extra to install
+        raise BackendStartError(str(exc)) from exc
 
     return TorchBackend.load(model_ref, **options)
 
@@ -27,7 +30,9 @@ def _load_fake(model_ref: str, **options: Any) -> Backend:
 
 
 def _load_onnxruntime(model_ref: str, **options: Any) -> Backend:
-    raise BackendStartError("the 'onnxruntime' backend is not implemented yet; use 'torch'")
+    from backends.onnxruntime_ort import OnnxBackend  # imports onnxruntime lazily, in load()
+
+    return OnnxBackend.load(model_ref, **options)
 
 
 LOADERS: dict[str, Callable[..., Backend]] = {
@@ -45,7 +50,5 @@ def load_backend(name: str, model_ref: str, **options: Any) -> Backend:
     """Load backend ``name`` for ``model_ref``; ``options`` go to that backend's loader."""
     loader = LOADERS.get(name)
     if loader is None:
-        raise ValueError(
-            f"unknown backend {name!r}; available: {', '.join(available_backends())}"
-        )
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(available_backends())}")
     return loader(model_ref, **options)

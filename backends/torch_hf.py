@@ -40,6 +40,9 @@ from backends.fake import group_by_prefix, resolve_positions, token_accounting
 if TYPE_CHECKING:
     import torch
 
+# torch and transformers are imported inside the methods: this module must import without them
+# (the onnxruntime backend reuses PrefixCache), and a missing one must become a clear error.
+
 __all__ = ["PrefixCache", "TorchBackend"]
 
 log = logging.getLogger(__name__)
@@ -108,8 +111,6 @@ class TorchBackend:
         max_batch_size: int,
         max_batch_tokens: int,
     ) -> None:
-        self._torch = require("torch", "torch")
-        self._cache_cls = require("transformers", "torch").DynamicCache
         self._model = model
         self._decoder = model.get_decoder()
         head = model.get_output_embeddings()
@@ -146,17 +147,21 @@ class TorchBackend:
         if max_batch_size < 1 or max_batch_tokens < 1:
             raise ValueError("max_batch_size and max_batch_tokens must be >= 1")
         try:
-            torch = require("torch", "torch")
-            transformers = require("transformers", "torch")
+            require("torch", "torch")
+            require("transformers", "torch")
         except ImportError as exc:
             raise BackendStartError(str(exc)) from exc
+        import torch
+        from transformers import AutoModelForCausalLM
+
         if threads:
             torch.set_num_threads(threads)
         dev, dt = resolve_device_and_dtype(device, dtype)
-        _check_model_ref(model_ref)
+        source = _check_model_ref(model_ref)
         try:
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                model_ref,
+            auto: Any = AutoModelForCausalLM  # its from_pretrained is loosely typed
+            model: Any = auto.from_pretrained(
+                source,
                 revision=revision,
                 dtype=dt,
                 attn_implementation="sdpa",
@@ -204,7 +209,14 @@ class TorchBackend:
         return self._cache
 
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
-        """Score ``items``; one prefill per uncached prefix, one padded forward per tail chunk."""
+        """Score ``items``; one prefill per uncached prefix, one padded forward per tail chunk.
+
+        Token accounting follows :func:`backends.fake.token_accounting`: the first item of a
+        group whose prefix was not cached is charged the prefix, every other item counts it as
+        cached, so ``computed + cached == num_tokens`` and ``sum(computed)`` is the real work.
+        """
+        import torch
+
         if self._model is None:
             raise BackendUnhealthy("backend is closed")
         positions = resolve_positions(items, self._info.vocab_size)
@@ -212,7 +224,7 @@ class TorchBackend:
         readouts: list[list[ReadoutResult]] = [[] for _ in items]
         cached: set[tuple[int, ...]] = set()
         try:
-            with self._torch.inference_mode():
+            with torch.inference_mode():
                 for prefix, idxs in groups.items():
                     kv = None
                     if prefix:
@@ -239,16 +251,20 @@ class TorchBackend:
 
     def close(self) -> None:
         """Drop the model and the cache so their memory can be reclaimed."""
+        import torch
+
         self._cache.clear()
         self._model = self._decoder = self._head_w = self._head_b = None
         gc.collect()
         if self._device.startswith("cuda"):
-            self._torch.cuda.empty_cache()
+            torch.cuda.empty_cache()
 
     # -- internals -----------------------------------------------------------------------------
 
     def _prefill(self, prefix: tuple[int, ...]) -> KV:
-        ids = self._torch.tensor([prefix], dtype=self._torch.long, device=self._device)
+        import torch
+
+        ids = torch.tensor([prefix], dtype=torch.long, device=self._device)
         out = self._decoder(input_ids=ids, use_cache=True)
         return tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
 
@@ -281,7 +297,9 @@ class TorchBackend:
         kv: KV | None,
         out: list[list[ReadoutResult]],
     ) -> None:
-        torch = self._torch
+        import torch
+        from transformers import DynamicCache
+
         lengths = [len(items[i].tail_ids) for i in chunk]
         b, s = len(chunk), max(lengths)
         ids = torch.full((b, s), self._pad_id, dtype=torch.long)
@@ -294,7 +312,7 @@ class TorchBackend:
         cache = None
         if kv is not None:
             # a fresh cache per forward: the forward appends to it, the stored KV stays intact
-            cache = self._cache_cls(
+            cache = DynamicCache(
                 ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
             )
         dev = self._device
@@ -336,7 +354,8 @@ class TorchBackend:
 
     def _logsumexp(self, h: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary log-sum-exp in fp32; a low-precision lm_head is upcast in slices."""
-        torch = self._torch
+        import torch
+
         vocab = self._head_w.shape[0]
         step = vocab if self._head_w.dtype == torch.float32 else _LSE_CHUNK_ROWS
         parts = []
@@ -349,24 +368,27 @@ class TorchBackend:
     def _project(
         self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        logits = h @ weight.float().T
+        import torch
+
+        logits: torch.Tensor = h @ weight.float().T
         if bias is not None:
             logits = logits + bias.float()
         if self._softcap:
-            logits = self._torch.tanh(logits / self._softcap) * self._softcap
+            logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
 
 
-def _check_model_ref(model_ref: str) -> None:
-    """Fail fast, with a clear message, on a local path that does not exist."""
+def _check_model_ref(model_ref: str) -> str:
+    """What to pass to ``from_pretrained``; fails fast on a local path that does not exist."""
     path = os.path.expanduser(model_ref)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise WeightsNotFound(f"model directory {model_ref!r} has no config.json")
-        return
+        return path
     if os.path.exists(path):
         raise WeightsNotFound(f"model reference {model_ref!r} is a file, expected a directory")
     if not _HUB_ID.match(model_ref):
         raise WeightsNotFound(
             f"model directory {model_ref!r} does not exist (and it is not a hub id like 'org/name')"
         )
+    return model_ref

@@ -3,7 +3,9 @@
 Lifecycle: ``start()`` binds every listen address and answers health NOT_SERVING at once (so a
 Kubernetes startup probe sees the process), ``load()`` loads, probes and warms the model in a
 worker thread and flips health to SERVING, ``drain()`` flips health back to NOT_SERVING, refuses
-new calls and lets in-flight calls finish within the grace period.
+new calls and lets in-flight calls finish within the grace period. SIGHUP (and a change of the
+config file's content, polled every ``POLICY_WATCH_S``) reloads the named policies without
+dropping requests (``server.policies``).
 """
 
 from __future__ import annotations
@@ -18,18 +20,21 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
 
-from server.config import Settings
+from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
+from server.config import ConfigError, Settings
 from server.guard import Guard
-from server.loading import build_guard, resolve_model_dir
+from server.loading import build_guard, policy_check, resolve_model_dir
+from server.policies import PolicyReloader
 from server.servicer import GuardServicer
+from server.telemetry import build_telemetry
 
 __all__ = ["GuardServer", "serve"]
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = guard_service_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name
 _HEALTH_NAMES = ("", SERVICE_NAME)
+POLICY_WATCH_S = 5.0  # how often the config file is checked for changed policies
 
 
 class GuardServer:
@@ -39,8 +44,13 @@ class GuardServer:
         *,
         model_dir: Path | None = None,
         backend_options: dict[str, Any] | None = None,
+        policy_watch_s: float = POLICY_WATCH_S,
     ) -> None:
         self.settings = settings
+        # named policies: reloaded from settings.config_file on SIGHUP and when it changes
+        self.policy_reloader: PolicyReloader | None = None
+        self._policy_watch_s = policy_watch_s  # 0: SIGHUP only
+        self._background: set[asyncio.Task[Any]] = set()
         self.model_dir = model_dir
         self.backend_options = dict(backend_options or {})  # extra backend knobs (tests, bench)
         self.guard: Guard | None = None
@@ -50,15 +60,17 @@ class GuardServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._health = health.aio.HealthServicer()
+        self.telemetry = build_telemetry(settings)  # no-op unless otel_enabled
         max_msg = max(4 * 2**20, 4 * settings.max_conversation_bytes)
         self._server = grpc.aio.server(
+            interceptors=self.telemetry.server_interceptors(),
             options=[
                 ("grpc.max_receive_message_length", max_msg),
                 ("grpc.max_send_message_length", max_msg),
-            ]
+            ],
         )
         guard_service_pb2_grpc.add_GuardServiceServicer_to_server(
-            GuardServicer(self, settings), self._server
+            GuardServicer(self, settings, self.telemetry), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if settings.reflection:
@@ -85,6 +97,7 @@ class GuardServer:
                 self.addresses.append(f"{host}:{port}")
         await self._set_health(False)
         await self._server.start()
+        self.telemetry.start()
         log.info("listening on %s (health NOT_SERVING until the model is ready)", self.addresses)
 
     async def load(self) -> None:
@@ -94,10 +107,34 @@ class GuardServer:
         guard = await asyncio.to_thread(
             build_guard, self.settings, model_dir, backend_options=self.backend_options
         )
+        self.telemetry.instrument(guard)
         await guard.batcher.start()
         self.guard = guard
+        if self.settings.config_file:
+            self.policy_reloader = PolicyReloader(
+                guard, self.settings.config_file, check=policy_check(guard.adapter)
+            )
+            if self._policy_watch_s > 0:
+                self._spawn(self.policy_reloader.watch(self._policy_watch_s))
         await self._set_health(True)
         log.info("ready: health SERVING")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reload_policies(self) -> bool:
+        """Re-reads the named policies from the config file (False: none configured, or the
+        file is invalid and the old policies stay)."""
+        if self.policy_reloader is None:
+            log.warning("policy reload requested, but no config file is in use")
+            return False
+        return await asyncio.to_thread(self.policy_reloader.reload)
+
+    def request_policy_reload(self) -> None:
+        """SIGHUP handler: reload in the background, never blocking the event loop."""
+        self._spawn(self.reload_policies())
 
     def call_started(self) -> None:
         self.in_flight += 1
@@ -114,6 +151,8 @@ class GuardServer:
         the grace period; then the server stops."""
         grace = self.settings.drain_grace_s if grace_s is None else grace_s
         self.draining = True
+        for task in list(self._background):
+            task.cancel()
         await self._set_health(False)
         log.info("draining: %d in-flight calls have %.1fs to finish", self.in_flight, grace)
         loop = asyncio.get_running_loop()
@@ -124,6 +163,7 @@ class GuardServer:
         if self.guard is not None:
             await self.guard.batcher.stop(drain=True)
             await asyncio.to_thread(self.guard.backend.close)
+        await asyncio.to_thread(self.telemetry.shutdown)  # flushes pending spans and metrics
         log.info("stopped")
 
     async def wait_closed(self) -> None:
@@ -132,11 +172,16 @@ class GuardServer:
 
 async def serve(settings: Settings, *, model_dir: Path | None = None) -> int:
     """Runs until SIGTERM/SIGINT, then drains. Returns the process exit code."""
-    server = GuardServer(settings, model_dir=model_dir)
+    try:
+        server = GuardServer(settings, model_dir=model_dir)
+    except ConfigError as exc:  # e.g. otel_enabled without the otel extra installed
+        log.error("configuration error: %s", exc)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.request_policy_reload)
     await server.start()
     load_task = asyncio.create_task(server.load())
     stop_task = asyncio.create_task(stop.wait())

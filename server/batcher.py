@@ -50,17 +50,52 @@ import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from backends.base import ScoreItem, ScoreResult
 from server.errors import BackendFailure, DeadlineExpired, Draining, Overloaded
 
-__all__ = ["BatchCallback", "BatchOutcome", "BatcherLimits", "MicroBatcher", "ScoreFn"]
+__all__ = [
+    "BatchCallback",
+    "BatchOutcome",
+    "BatchTrace",
+    "BatchTracer",
+    "BatcherLimits",
+    "MicroBatcher",
+    "ScoreFn",
+]
 
 logger = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Sequence[ScoreItem]], list[ScoreResult]]
 #: ``on_batch(batch_size, batch_tokens, queue_wait_s_list, inference_s)``, called after each batch.
 BatchCallback = Callable[[int, int, list[float], float], None]
+
+
+class BatchTrace(Protocol):
+    """The trace of one batch (``server.telemetry`` opens a span); ``context`` is handed to each
+    item's ``BatchOutcome`` so that the request's trace can link to the batch."""
+
+    @property
+    def context(self) -> object: ...
+
+    def finish(
+        self, results: Sequence[ScoreResult] | None, error: BaseException | None
+    ) -> None: ...
+
+
+#: ``trace_batch(batch_size, batch_tokens)``, called when a batch is launched.
+BatchTracer = Callable[[int, int], BatchTrace]
+
+
+class _NoTrace:
+    context = None
+
+    def finish(self, results: Sequence[ScoreResult] | None, error: BaseException | None) -> None:
+        pass
+
+
+_NO_TRACE = _NoTrace()
 
 # Timers may fire a hair before their due time; treat "almost elapsed" as elapsed.
 _WINDOW_SLACK_S = 1e-6
@@ -98,6 +133,7 @@ class BatchOutcome:
     queue_s: float  # from submit to the launch of its batch
     inference_s: float  # the batch's score_fn call, executor hop included
     batch_size: int  # items in the batch that was scored
+    batch_span_context: object | None = None  # telemetry: the batch's span, linked to by items
 
 
 class _State(enum.Enum):
@@ -134,6 +170,8 @@ class MicroBatcher:
     ``clock`` is the time base of ``deadline`` (absolute) and of the reported timings; it must tick
     in seconds with real time. ``padded`` says how a batch's token cost is counted. ``executor``
     runs ``score_fn``; by default the batcher owns a single-thread pool and shuts it down on stop.
+    ``on_batch`` and ``trace_batch`` are the telemetry hooks (``server.telemetry`` sets them);
+    a hook that raises is logged and ignored.
     """
 
     def __init__(
@@ -145,6 +183,7 @@ class MicroBatcher:
         clock: Callable[[], float] = time.monotonic,
         padded: bool = True,
         on_batch: BatchCallback | None = None,
+        trace_batch: BatchTracer | None = None,
     ) -> None:
         self._score_fn = score_fn
         self.limits = limits
@@ -155,6 +194,7 @@ class MicroBatcher:
         self._clock = clock
         self._padded = padded
         self.on_batch = on_batch
+        self.trace_batch = trace_batch
         self._groups: dict[Hashable, list[_Entry]] = {}  # each list in arrival order
         self._prepared: list[_Entry] = []
         self._running: asyncio.Task[None] | None = None
@@ -373,6 +413,7 @@ class MicroBatcher:
             return
         for entry in batch:
             entry.state = _State.RUNNING
+        trace = self._trace(batch)
         loop = asyncio.get_running_loop()
         # Hand the batch to the executor in the same step as the drop check above, so nothing
         # cancelled or expired can slip in between.
@@ -383,10 +424,23 @@ class MicroBatcher:
         except Exception as exc:  # e.g. an executor shut down under us
             work = loop.create_future()
             work.set_exception(exc)
-        self._running = loop.create_task(self._execute(batch, work, now))
+        self._running = loop.create_task(self._execute(batch, work, now, trace))
+
+    def _trace(self, batch: list[_Entry]) -> BatchTrace:
+        if self.trace_batch is None:
+            return _NO_TRACE
+        try:
+            return self.trace_batch(len(batch), self._cost(batch))
+        except Exception:
+            logger.exception("the trace_batch callback raised; ignored")
+            return _NO_TRACE
 
     async def _execute(
-        self, batch: list[_Entry], work: asyncio.Future[list[ScoreResult]], started: float
+        self,
+        batch: list[_Entry],
+        work: asyncio.Future[list[ScoreResult]],
+        started: float,
+        trace: BatchTrace,
     ) -> None:
         n = len(batch)
         queue_waits = [started - entry.enqueued_at for entry in batch]
@@ -397,6 +451,7 @@ class MicroBatcher:
                     raise ValueError(f"score_fn returned {len(results)} results for {n} items")
             except Exception as exc:
                 inference_s = self._clock() - started
+                _finish(trace, None, exc)
                 for entry in batch:
                     failure = BackendFailure(
                         f"the backend failed on a batch of {n} items: {type(exc).__name__}: {exc}"
@@ -405,9 +460,12 @@ class MicroBatcher:
                     self._fail(entry, failure)
             else:
                 inference_s = self._clock() - started
+                _finish(trace, results, None)
                 for entry, result, queue_s in zip(batch, results, queue_waits, strict=True):
                     if not entry.future.done():  # a cancelled caller's result is discarded
-                        entry.future.set_result(BatchOutcome(result, queue_s, inference_s, n))
+                        entry.future.set_result(
+                            BatchOutcome(result, queue_s, inference_s, n, trace.context)
+                        )
             self._report(n, self._cost(batch), queue_waits, inference_s)
         finally:
             for entry in batch:  # never leave a waiter hanging, whatever happened above
@@ -457,3 +515,10 @@ class MicroBatcher:
                     del self._groups[entry.key]
             entry.state = _State.DONE
         self._release(entry)
+
+
+def _finish(trace: BatchTrace, results: list[ScoreResult] | None, error: Exception | None) -> None:
+    try:
+        trace.finish(results, error)
+    except Exception:
+        logger.exception("finishing a batch trace raised; ignored")

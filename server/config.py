@@ -6,6 +6,10 @@ where the bad value came from. Nothing reads ``os.environ`` at import time.
 
 Each option ``foo_bar`` is ``--foo-bar`` on the command line, ``GUARDWIRE_FOO_BAR`` in the
 environment and ``foo_bar:`` at the top level of the YAML file.
+
+Structured, file-only keys (``FILE_ONLY_KEYS``): ``policies:`` -- named policies, parsed and
+validated by ``server.policies`` into ``Settings.policies``; the file's path is kept in
+``Settings.config_file`` so the server can reload them (SIGHUP, or the file changing).
 """
 
 from __future__ import annotations
@@ -74,6 +78,20 @@ def _listen(v: Any) -> str | None:
     return None
 
 
+def _endpoint(v: Any) -> str | None:
+    if not v or v.startswith(("http://", "https://")) or ":" in v:
+        return None
+    return "must be http(s)://host:port or host:port"
+
+
+def _nonempty(v: Any) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _port(v: Any) -> str | None:
+    return None if 0 <= v <= 65535 else "must be a TCP port in [0, 65535]"
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("model", str, "", "Model directory or Hugging Face hub id (required unless --demo)."),
     Option("revision", str, "", "Hub revision (branch, tag or commit) of the model."),
@@ -132,6 +150,28 @@ OPTIONS: tuple[Option, ...] = (
         _non_negative,
     ),
     Option(
+        "verdict_cache_entries",
+        int,
+        0,
+        "Most entries of the verdict cache: identical requests (model, policy, conversation) "
+        "within verdict_cache_ttl_s are answered without inference (0 = off; keys are keyed "
+        "hashes, never text).",
+        _non_negative,
+    ),
+    Option(
+        "verdict_cache_ttl_s",
+        float,
+        60.0,
+        "Seconds a verdict-cache entry stays valid.",
+        _positive,
+    ),
+    Option(
+        "prioritize_prompts",
+        _bool,
+        True,
+        "Batch checks of user turns (prompts) before checks of assistant responses.",
+    ),
+    Option(
         "min_verdict_mass",
         float,
         0.5,
@@ -149,9 +189,39 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "Log conversation text (user data!) at debug level. Off by default.",
     ),
+    Option(
+        "otel_enabled",
+        _bool,
+        False,
+        "OpenTelemetry traces and metrics (needs `pip install 'guardwire[otel]'`).",
+    ),
+    Option(
+        "otel_endpoint",
+        str,
+        "",
+        'OTLP/gRPC collector, e.g. http://127.0.0.1:4317 ("" = no OTLP export).',
+        _endpoint,
+    ),
+    Option(
+        "otel_service_name", str, "guardwire", "service.name resource of the telemetry.", _nonempty
+    ),
+    Option(
+        "prometheus_port",
+        int,
+        0,
+        "Port of the Prometheus /metrics endpoint when otel_enabled (0 = off).",
+        _port,
+    ),
+    Option(
+        "trace_conversations",
+        _bool,
+        False,
+        "Put conversation text (user data!) in trace spans. Off by default.",
+    ),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
+FILE_ONLY_KEYS = ("policies",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +254,22 @@ class Settings:
     thresholds_file: str
     category_threshold: float
     prefix_cache_mb: int
+    verdict_cache_entries: int
+    verdict_cache_ttl_s: float
+    prioritize_prompts: bool
     min_verdict_mass: float
     drain_grace_s: float
     reflection: bool
     log_level: str
     log_conversations: bool
+    otel_enabled: bool
+    otel_endpoint: str
+    otel_service_name: str
+    prometheus_port: int
+    trace_conversations: bool
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> "flag"/"env"/"file"/"default"
+    policies: tuple[Any, ...] = ()  # server.policies.PolicyDef, from the file's `policies:`
+    config_file: str = ""  # the YAML file the settings came from ("" = none)
 
     @property
     def request_limits(self) -> RequestLimits:
@@ -203,7 +283,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "sources":
+            if f.name in ("sources", "policies"):
                 continue
             opt = _BY_KEY.get(f.name)
             value = getattr(self, f.name)
@@ -280,7 +360,7 @@ def resolve_settings(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env = env or {}
     file_data = dict(file_data or {})
-    unknown = sorted(set(file_data) - set(_BY_KEY) - set(file_keys_extra))
+    unknown = sorted(set(file_data) - set(_BY_KEY) - set(FILE_ONLY_KEYS) - set(file_keys_extra))
     if unknown:
         raise ConfigError(f"config file: unknown key(s) {unknown}; known: {sorted(_BY_KEY)}")
     values: dict[str, Any] = {}
@@ -300,4 +380,8 @@ def resolve_settings(
             values[o.key] = o.default
             sources[o.key] = "default"
     values["listen"] = tuple(values["listen"])
-    return Settings(**values, sources=sources)
+    from server.policies import parse_policies  # server.policies imports this module
+
+    policies = parse_policies(file_data.get("policies"))
+    config_file = str(flags.get("config") or env.get("GUARDWIRE_CONFIG") or "")
+    return Settings(**values, sources=sources, policies=policies, config_file=config_file)

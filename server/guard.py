@@ -6,18 +6,21 @@ servicer calls it after validation; nothing here knows gRPC.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
-from backends.base import Backend
-from server.adapters.base import GuardAdapter
-from server.batcher import MicroBatcher
+from backends.base import Backend, ScoreResult
+from server.adapters.base import EncodedPrompt, GuardAdapter, UnsupportedPolicy, merge_results
+from server.batcher import BatchOutcome, MicroBatcher
 from server.config import RequestLimits
-from server.domain import Conversation, Policy, Timings, Verdict
-from server.errors import Draining, LimitExceeded, ModelNotReady
+from server.domain import Conversation, Policy, Role, Timings, Verdict
+from server.errors import Draining, InvalidRequest, LimitExceeded, ModelNotReady
 from server.evaluation.calibrate import ThresholdPolicy
+from server.telemetry import ATTR, NO_TELEMETRY, Telemetry
 from server.validation import PolicyCatalog, ValidClassifyRequest
+from server.verdict_cache import Scored, VerdictCache
 
 __all__ = ["Guard", "ModelDescription"]
 
@@ -50,6 +53,9 @@ class Guard:
         model_id: str,
         default_threshold: float = 0.5,
         thresholds: ThresholdPolicy | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
+        verdict_cache: VerdictCache | None = None,
+        prioritize_prompts: bool = True,
     ) -> None:
         self.adapter = adapter
         self.backend = backend
@@ -58,6 +64,9 @@ class Guard:
         self.limits = limits
         self.default_threshold = default_threshold
         self.thresholds = thresholds  # calibrated per-category thresholds (`guardwire calibrate`)
+        self.telemetry = telemetry  # spans of the render, queue, inference and parse stages
+        self.verdict_cache = verdict_cache  # None = off; hits skip render and inference
+        self.prioritize_prompts = prioritize_prompts  # user-turn checks batch before responses
         info = backend.info
         self.description = ModelDescription(
             model_id=model_id,
@@ -69,6 +78,10 @@ class Guard:
             template_hash=adapter.template_hash,
             verdict_token_ids=adapter.verdict_token_ids,
         )
+        d = self.description
+        self._cache_namespace = "\x1f".join(
+            (d.model_id, d.revision, d.family, d.backend, d.device, d.dtype, d.template_hash)
+        )
         self.draining = False
 
     async def classify(
@@ -76,10 +89,15 @@ class Guard:
         request: ValidClassifyRequest,
         *,
         deadline: float | None,
-        priority: int = 0,
+        priority: int | None = None,
     ) -> Verdict:
+        """``priority=None``: 1 for a user-turn check (a prompt waiting to reach the LLM) and 0
+        for a response check when ``prioritize_prompts`` is on, else 0."""
         if self.draining:
             raise Draining("the server is draining for shutdown; retry on another replica")
+        if priority is None:
+            user_turn = request.conversation.last_role is Role.USER
+            priority = 1 if self.prioritize_prompts and user_turn else 0
         return await self.score(
             request.conversation,
             request.policy,
@@ -98,14 +116,42 @@ class Guard:
         priority: int = 0,
     ) -> Verdict:
         """Scores one conversation. ``threshold=None`` applies the server's default, or the
-        calibrated per-category thresholds when a thresholds file is configured."""
-        prompt = self.adapter.encode(conversation, policy)
-        n_tokens = prompt.item.num_tokens
-        if n_tokens > self.limits.max_prompt_tokens:
-            raise LimitExceeded(
-                "conversation", "max_prompt_tokens", self.limits.max_prompt_tokens, n_tokens
+        calibrated per-category thresholds when a thresholds file is configured. With a verdict
+        cache, an identical recent request is answered without inference (batch_size 0)."""
+        telemetry = self.telemetry
+        if self.verdict_cache is None:
+            scored = await self._compute(conversation, policy, deadline=deadline, priority=priority)
+        else:
+            key = self.verdict_cache.key(self._cache_namespace, conversation, policy)
+            scored, _ = await self.verdict_cache.get_or_compute(
+                key,
+                lambda: self._compute(conversation, policy, deadline=deadline, priority=priority),
+                deadline=deadline,
             )
-        outcome = await self.batcher.submit(prompt.item, deadline=deadline, priority=priority)
+        with telemetry.span("parse") as span:
+            verdict = self._interpret(scored.prompt, scored.result, threshold, scored.timings)
+            telemetry.describe_verdict(span, verdict)
+        return verdict
+
+    async def _compute(
+        self, conversation: Conversation, policy: Policy, *, deadline: float | None, priority: int
+    ) -> Scored:
+        """Render, submit and score: the threshold-independent part of ``score``."""
+        telemetry = self.telemetry
+        with telemetry.span("render", conversation=conversation) as span:
+            try:
+                prompt = self.adapter.encode(conversation, policy)
+            except UnsupportedPolicy as exc:
+                raise InvalidRequest.one("policy", str(exc)) from None
+            n_tokens = max(item.num_tokens for item in prompt.items)  # per forward pass
+            span.set_attribute(ATTR["prompt_tokens"], n_tokens)
+            if n_tokens > self.limits.max_prompt_tokens:
+                raise LimitExceeded(
+                    "conversation", "max_prompt_tokens", self.limits.max_prompt_tokens, n_tokens
+                )
+        with telemetry.batched() as stages:  # the queue and inference spans
+            outcome = await self._submit(prompt, deadline=deadline, priority=priority)
+            stages.done(outcome)
         timings = Timings(
             queue_s=outcome.queue_s,
             inference_s=outcome.inference_s,
@@ -113,16 +159,43 @@ class Guard:
             computed_tokens=outcome.result.computed_tokens,
             cached_tokens=outcome.result.cached_tokens,
         )
+        return Scored(prompt=prompt, result=outcome.result, timings=timings)
+
+    async def _submit(
+        self, prompt: EncodedPrompt, *, deadline: float | None, priority: int
+    ) -> BatchOutcome:
+        """Scores every pass of ``prompt`` (one for Llama Guard; one per category for Granite
+        Guardian: they are batched like separate requests) and joins them into one outcome."""
+        if not prompt.extra_items:
+            return await self.batcher.submit(prompt.item, deadline=deadline, priority=priority)
+        outcomes = await asyncio.gather(
+            *(self.batcher.submit(i, deadline=deadline, priority=priority) for i in prompt.items)
+        )
+        return BatchOutcome(
+            result=merge_results([o.result for o in outcomes]),
+            queue_s=max(o.queue_s for o in outcomes),
+            inference_s=max(o.inference_s for o in outcomes),
+            batch_size=max(o.batch_size for o in outcomes),
+            batch_span_context=outcomes[0].batch_span_context,
+        )
+
+    def _interpret(
+        self,
+        prompt: EncodedPrompt,
+        result: ScoreResult,
+        threshold: float | None,
+        timings: Timings,
+    ) -> Verdict:
         if threshold is not None:
-            return self.adapter.interpret(prompt, outcome.result, threshold, timings)
-        verdict = self.adapter.interpret(prompt, outcome.result, self.default_threshold, timings)
+            return self.adapter.interpret(prompt, result, threshold, timings)
+        verdict = self.adapter.interpret(prompt, result, self.default_threshold, timings)
         if self.thresholds is None:
             return verdict
         scores = {c.code: c.score for c in verdict.category_scores}
         _, calibrated = self.thresholds.threshold_for(scores)
         if calibrated == verdict.threshold:
             return verdict
-        return self.adapter.interpret(prompt, outcome.result, calibrated, timings)
+        return self.adapter.interpret(prompt, result, calibrated, timings)
 
 
 class NotReadyGuard:

@@ -2,28 +2,42 @@
 
 Runs in a worker thread at start-up (loading weights blocks). The load probe scores a few fixed
 conversations and refuses to serve when the verdict position does not predict ``safe``/``unsafe``
-(a wrong prompt format or a model that is not a guard model must never answer).
+(a wrong prompt format or a model that is not a guard model must never answer). Where the adapter
+offers several answer conventions (how the verdict's first token is read, e.g. Llama Guard 2's
+``safe`` vs `` safe``), the probe scores each and keeps the one with the most verdict-token mass.
+Named policies from the config file are resolved against the adapter's default taxonomy and
+checked by rendering them (``server.policies``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backends.base import Backend, BackendStartError, WeightsNotFound
 from backends.registry import load_backend
-from server.adapters.base import GuardAdapter
+from server.adapters.base import GuardAdapter, merge_results
 from server.adapters.registry import load_adapter
 from server.batcher import BatcherLimits, MicroBatcher
 from server.config import Settings
-from server.domain import Conversation, Role, Timings, Turn
+from server.domain import Conversation, Policy, Role, Timings, Turn
 from server.evaluation.calibrate import load_thresholds
 from server.guard import Guard
-from server.validation import PolicyCatalog
+from server.policies import build_catalog, describe
+from server.verdict_cache import VerdictCache
 
-__all__ = ["PROBE_CONVERSATIONS", "build_guard", "probe_model", "resolve_model_dir"]
+__all__ = [
+    "PROBE_CONVERSATIONS",
+    "ProbeReport",
+    "build_guard",
+    "policy_check",
+    "probe_model",
+    "resolve_model_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +79,76 @@ def resolve_model_dir(model_ref: str, revision: str = "") -> Path:
     return Path(local)
 
 
-def probe_model(adapter: GuardAdapter, backend: Backend, min_mass: float) -> float:
-    """Scores the probe conversations; returns the smallest verdict-token mass seen."""
+@dataclass(frozen=True, slots=True)
+class ProbeReport:
+    """The load probe's decision: the adapter to serve with, and per candidate convention the
+    smallest verdict-token mass over the probe conversations."""
+
+    adapter: GuardAdapter
+    convention: str
+    masses: dict[str, float]
+
+    @property
+    def mass(self) -> float:
+        return self.masses[self.convention]
+
+
+def _worst_mass(adapter: GuardAdapter, backend: Backend) -> float:
     prompts = [adapter.encode(c, adapter.default_policy) for c in PROBE_CONVERSATIONS]
-    results = backend.score([p.item for p in prompts])
-    masses = [
-        adapter.interpret(p, r, 0.5, Timings()).verdict_token_mass
-        for p, r in zip(prompts, results, strict=True)
-    ]
-    worst = min(masses)
-    if worst < min_mass:
+    results = backend.score([item for p in prompts for item in p.items])
+    masses, start = [], 0
+    for p in prompts:
+        merged = merge_results(results[start : start + len(p.items)])
+        start += len(p.items)
+        masses.append(adapter.interpret(p, merged, 0.5, Timings()).verdict_token_mass)
+    return min(masses)
+
+
+def probe_model(adapter: GuardAdapter, backend: Backend, min_mass: float) -> ProbeReport:
+    """Scores the probe conversations under every candidate answer convention; keeps the one
+    with the highest worst-case verdict-token mass (ties: the adapter's preferred order) and
+    refuses to serve when even that one is below ``min_mass``."""
+    masses: dict[str, float] = {}
+    for name in adapter.candidate_conventions:
+        masses[name] = _worst_mass(adapter.with_convention(name), backend)
+    best = max(masses, key=lambda n: masses[n])  # first of the maxima: the preferred one
+    shown = ", ".join(f"{n}={m:.4g}" for n, m in masses.items())
+    if masses[best] < min_mass:
         raise BackendStartError(
-            f"load probe failed: P(safe)+P(unsafe) at the verdict position is {worst:.4g} "
-            f"(< min_verdict_mass={min_mass}); the prompt format {adapter.family!r} does not "
-            "match this model. Check --family, or that the model is a guard model."
+            f"load probe failed: P(safe)+P(unsafe) at the verdict position is {masses[best]:.4g} "
+            f"(< min_verdict_mass={min_mass}; per answer convention: {shown}); the prompt format "
+            f"{adapter.family!r} does not match this model. Check --family, or that the model "
+            "is a guard model."
         )
-    log.info("load probe passed: verdict-token mass >= %.4f", worst)
-    return worst
+    chosen = adapter.with_convention(best)
+    if len(masses) > 1:
+        log.info(
+            "load probe: answer convention %r chosen for %s (verdict-token mass per candidate: "
+            "%s); verdict token ids %s",
+            best,
+            adapter.family,
+            shown,
+            list(chosen.verdict_token_ids),
+        )
+    log.info("load probe passed: verdict-token mass >= %.4f", masses[best])
+    return ProbeReport(adapter=chosen, convention=best, masses=masses)
+
+
+def policy_check(adapter: GuardAdapter) -> Callable[[Policy], None]:
+    """A named-policy check: the adapter must render the policy for a user or an assistant
+    turn (ValueError otherwise)."""
+
+    def check(policy: Policy) -> None:
+        problems = []
+        for conversation in PROBE_CONVERSATIONS:
+            try:
+                adapter.encode(conversation, policy)
+                return
+            except ValueError as exc:
+                problems.append(str(exc))
+        raise ValueError("; ".join(dict.fromkeys(problems)))
+
+    return check
 
 
 FAKE_UNSAFE_TRIGGER = "_TEST_UNSAFE"  # a whole pre-token in any context
@@ -138,9 +205,16 @@ def build_guard(
         time.perf_counter() - t0,
     )
     if settings.backend != "fake":  # the fake backend is not a model: nothing to probe
-        probe_model(adapter, backend, settings.min_verdict_mass)
+        adapter = probe_model(adapter, backend, settings.min_verdict_mass).adapter
+    catalog = build_catalog(settings.policies, adapter.default_policy, check=policy_check(adapter))
+    if catalog.named:
+        log.info("named policies: %s", describe(catalog))
     t1 = time.perf_counter()
-    warm = [adapter.encode(c, adapter.default_policy).item for c in PROBE_CONVERSATIONS]
+    warm = [
+        item
+        for c in PROBE_CONVERSATIONS
+        for item in adapter.encode(c, adapter.default_policy).items
+    ]
     backend.warmup(warm)
     log.info("warm-up done in %.2fs", time.perf_counter() - t1)
     batcher = MicroBatcher(
@@ -158,9 +232,15 @@ def build_guard(
         adapter=adapter,
         backend=backend,
         batcher=batcher,
-        catalog=PolicyCatalog(default=adapter.default_policy, named={}),
+        catalog=catalog,
         limits=settings.request_limits,
         model_id=settings.model or str(model_dir),
         default_threshold=settings.threshold,
         thresholds=thresholds,
+        verdict_cache=(
+            VerdictCache(settings.verdict_cache_entries, settings.verdict_cache_ttl_s)
+            if settings.verdict_cache_entries
+            else None
+        ),
+        prioritize_prompts=settings.prioritize_prompts,
     )

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import grpc
-from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
 
+from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
 from server.config import Settings
 from server.errors import Draining, GuardwireError, ModelNotReady
 from server.guard import Guard, monotonic_deadline
 from server.mapping import policy_to_categories, verdict_to_proto
 from server.status import internal_status, to_grpc_status
+from server.telemetry import NO_TELEMETRY, RpcScope, Telemetry
 from server.validation import validate_classify
 
 __all__ = ["GuardServicer", "ServingState"]
@@ -30,15 +31,28 @@ class ServingState(Protocol):
     def call_finished(self) -> None: ...
 
 
-async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+async def abort_with(
+    context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, rpc: RpcScope | None = None
+) -> None:
+    """Aborts the call with the status of ``exc``; ``rpc`` (from ``Telemetry.rpc``) records it."""
     status = to_grpc_status(exc) if isinstance(exc, GuardwireError) else internal_status(exc)
-    await context.abort_with_status(status)
+    if rpc is not None:
+        rpc.failed(exc, status.code)
+    try:
+        await context.abort_with_status(status)
+    except grpc.aio.AbortError as abort:
+        # Not chained to ``exc``: tracing records the abort's traceback, and an error message
+        # may quote the request.
+        raise abort from None
 
 
 class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
-    def __init__(self, state: ServingState, settings: Settings) -> None:
+    def __init__(
+        self, state: ServingState, settings: Settings, telemetry: Telemetry = NO_TELEMETRY
+    ) -> None:
         self._state = state
         self._settings = settings
+        self._telemetry = telemetry
 
     def _guard(self) -> Guard:
         if self._state.draining:
@@ -54,23 +68,26 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
     ) -> guard_service_pb2.ClassifyResponse:
         start = time.perf_counter()
         self._state.call_started()
-        try:
-            guard = self._guard()
-            valid = validate_classify(request, guard.catalog, guard.limits)
-            verdict = await guard.classify(
-                valid, deadline=monotonic_deadline(context.time_remaining())
-            )
-            return verdict_to_proto(
-                verdict,
-                model_id=guard.description.model_id,
-                include_category_scores=valid.include_category_scores,
-                total_s=time.perf_counter() - start,
-            )
-        except Exception as exc:  # every failure gets exactly one explicit status
-            await abort_with(context, exc)
-            raise AssertionError("unreachable: abort raises") from exc
-        finally:
-            self._state.call_finished()
+        with self._telemetry.rpc("Classify") as rpc:
+            try:
+                guard = self._guard()
+                with self._telemetry.span("validate"):
+                    valid = validate_classify(request, guard.catalog, guard.limits)
+                verdict = await guard.classify(
+                    valid, deadline=monotonic_deadline(context.time_remaining())
+                )
+                rpc.succeeded(guard.description, verdict)
+                return verdict_to_proto(
+                    verdict,
+                    model_id=guard.description.model_id,
+                    include_category_scores=valid.include_category_scores,
+                    total_s=time.perf_counter() - start,
+                )
+            except Exception as exc:  # every failure gets exactly one explicit status
+                await abort_with(context, exc, rpc)
+                raise AssertionError("unreachable: abort raises") from exc
+            finally:
+                self._state.call_finished()
 
     async def StreamClassify(
         self,

@@ -17,7 +17,14 @@ from server.config import RequestLimits
 from server.domain import Category, Conversation, Policy, Role, Turn
 from server.errors import FieldViolation, InvalidRequest, LimitExceeded, UnknownPolicy
 
-__all__ = ["PolicyCatalog", "ValidClassifyRequest", "validate_classify", "validate_conversation"]
+__all__ = [
+    "PolicyCatalog",
+    "ValidClassifyRequest",
+    "validate_classify",
+    "validate_conversation",
+    "validate_policy",
+    "validate_threshold",
+]
 
 _CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 MAX_NAME_CHARS = 256
@@ -108,7 +115,7 @@ def validate_conversation(
     return Conversation(turns=tuple(turns)), violations
 
 
-def _validate_policy(
+def validate_policy(
     msg: conversation_pb2.Policy,
     catalog: PolicyCatalog,
     limits: RequestLimits,
@@ -203,6 +210,19 @@ def _cut_to_role(
     return conversation, None
 
 
+def validate_threshold(
+    options: guard_service_pb2.ClassifyOptions, violations: list[FieldViolation]
+) -> float | None:
+    """The request's threshold, or None for the server's default."""
+    if not options.HasField("threshold"):
+        return None
+    t = options.threshold
+    if not (math.isfinite(t) and 0.0 < t <= 1.0):
+        violations.append(FieldViolation("options.threshold", f"must be in (0, 1], got {t}"))
+        return None
+    return t
+
+
 def validate_classify(
     msg: guard_service_pb2.ClassifyRequest,
     catalog: PolicyCatalog,
@@ -211,14 +231,8 @@ def validate_classify(
     conversation, violations = validate_conversation(msg.conversation, limits)
     if not violations:
         conversation, _ = _cut_to_role(conversation, msg.role, violations)
-    policy = _validate_policy(msg.policy, catalog, limits, violations)
-    threshold: float | None = None
-    if msg.options.HasField("threshold"):
-        t = msg.options.threshold
-        if not (math.isfinite(t) and 0.0 < t <= 1.0):
-            violations.append(FieldViolation("options.threshold", f"must be in (0, 1], got {t}"))
-        else:
-            threshold = t
+    policy = validate_policy(msg.policy, catalog, limits, violations)
+    threshold = validate_threshold(msg.options, violations)
     if violations:
         raise InvalidRequest(violations)
     return ValidClassifyRequest(

@@ -1,10 +1,22 @@
-"""Llama Guard 3 (1B and 8B): exact prompt format, injection-safe encoding, verdict scoring.
+"""Llama Guard (every version): exact prompt format, injection-safe encoding, verdict scoring.
+
+All Llama Guard versions share one skeleton -- a header, the ``Task:`` line with the assessed role,
+the category list, the ``User:``/``Agent:`` turns, the assessment instructions, a footer -- and
+differ in the header/footer tokens, a few words and the whitespace. ``LlamaGuardFormat`` captures
+one version's text; ``LlamaGuardAdapter`` renders, encodes and scores any of them. This module
+holds the machinery and Llama Guard 3 (``LlamaGuard3Adapter``); ``llama_guard_v1``, ``_v2`` and
+``_v4`` hold the other versions' formats.
 
 The rendering reproduces the official HF chat templates byte for byte (golden-tested against the
-Jinja files in ``shared/reference``), including their quirks: the 8B template starts with a space
-before ``<|begin_of_text|>``, the 1B template has a space before ``<|eot_id|>``, and neither ends
-with the ``\\n\\n`` the model always generates first -- so we force that token and read the
+Jinja files in ``shared/reference``), including their quirks: the LG3 8B template starts with a
+space before ``<|begin_of_text|>``, the 1B template has a space before ``<|eot_id|>``, and neither
+ends with the ``\\n\\n`` the model always generates first -- so we force that token and read the
 safe/unsafe logits at the next position (a first-token score would measure ``P("\\n\\n")``).
+
+How the answer starts is an ``AnswerConvention``: the forced lead text (LG3: ``\\n\\n``) and the
+text before the verdict word (LG1/LG2 after ``[/INST]``: a space). Where the facts leave it open
+a format offers several conventions; the server's load probe picks one
+(``server.loading.probe_model``).
 
 Categories are scored by teacher-forcing ``unsafe\\n`` plus the tokens every code's answer shares
 (``S`` for S-codes) and reading the next token, the one that tells the codes apart. Usage::
@@ -16,16 +28,16 @@ Categories are scored by teacher-forcing ``unsafe\\n`` plus the tokens every cod
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 from backends.base import Readout, ScoreItem, ScoreResult
-from server.adapters.base import EncodedPrompt, PromptText
-from server.adapters.taxonomy import DEFAULT_POLICIES, check_policy
+from server.adapters.base import EncodedPrompt, PromptText, policy_id
+from server.adapters.common import Cache, common_prefix, segments_text, softmax
+from server.adapters.taxonomy import LLAMA_GUARD_3_1B, LLAMA_GUARD_3_8B, check_policy
 from server.adapters.tokenization import Segment, Special, Tokenizer
 from server.domain import (
     CategoryScore,
@@ -37,9 +49,71 @@ from server.domain import (
     VerdictLabel,
 )
 
-__all__ = ["LlamaGuard3Adapter", "Variant"]
+__all__ = [
+    "LG3_FORMATS",
+    "AnswerConvention",
+    "LlamaGuard3Adapter",
+    "LlamaGuardAdapter",
+    "LlamaGuardFormat",
+    "Variant",
+]
 
 Variant = Literal["1b", "8b"]
+
+TURN_LABEL = {Role.USER: "User", Role.ASSISTANT: "Agent"}
+# the non-constant parts' formats, hashed with the constants into template_hash
+_LINE_FORMATS = "{code}: {name}[\n{description}]\n|{User,Agent}: {content.strip()}\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerConvention:
+    """How the model's answer starts: ``lead`` is forced before the verdict word (LG3's
+    ``\\n\\n``), ``word_prefix`` is part of the verdict token (`` safe`` vs ``safe``)."""
+
+    name: str
+    lead: str
+    word_prefix: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaGuardFormat:
+    """One Llama Guard version's prompt text. ``task`` and ``instructions`` contain ``{role}``.
+
+    Rendered: ``head + task + category lines + categories_end`` (the prefix), the turns (the
+    body), ``instructions + tail`` (the suffix). ``bos`` is prepended by id outside the text,
+    for versions whose template omits it while Meta's reference code adds it.
+    """
+
+    version: str  # for messages: "Llama Guard 3"
+    family: str
+    head: tuple[Segment, ...]
+    task: str
+    categories_end: str
+    instructions: str
+    tail: tuple[Segment, ...]
+    conventions: tuple[AnswerConvention, ...]
+    default_policy: Policy
+    name_suffix: str = ""  # after every category name (LG2's "S1: Violent Crimes. ")
+    first_name_suffix: str = ""  # after the first category name only (LG1's "O1: ... Hate. ")
+    bos: str | None = None
+
+    def specials(self) -> tuple[str, ...]:
+        found = [s.token for s in (*self.head, *self.tail) if isinstance(s, Special)]
+        return (*([self.bos] if self.bos else []), *found)
+
+    def answer_context(self) -> str:
+        """The prompt text right before the answer ("" when the prompt ends with a special
+        token): the last line of the suffix, which does not depend on the role."""
+        text = ""
+        for seg in reversed(self.tail):
+            if isinstance(seg, Special):
+                return text
+            text = seg + text
+        return (self.instructions + text).rsplit("\n", 1)[-1]
+
+
+# -- Llama Guard 3 -----------------------------------------------------------------------------
 
 _BOT, _SH, _EH, _EOT = (
     Special("<|begin_of_text|>"),
@@ -47,44 +121,43 @@ _BOT, _SH, _EH, _EOT = (
     Special("<|end_header_id|>"),
     Special("<|eot_id|>"),
 )
-_TASK = (
-    "\n\nTask: Check if there is unsafe content in '{role}' messages in conversations according"
+TASK = (
+    "Task: Check if there is unsafe content in '{role}' messages in conversations according"
     " our safety policy with the below categories.\n\n<BEGIN UNSAFE CONTENT CATEGORIES>\n"
 )
-_CATEGORIES_END = "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
-_INSTRUCTIONS = (
+CATEGORIES_END = "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
+INSTRUCTIONS = (
     "<END CONVERSATION>\n\nProvide your safety assessment for ONLY THE LAST {role} message in the"
     " above conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second"
     " line must include a comma-separated list of violated categories."
 )
-# variant -> (text before <|begin_of_text|>, text before <|eot_id|>)
-_QUIRKS: dict[str, tuple[str, str]] = {"1b": ("", " "), "8b": (" ", "")}
-_LEAD = "\n\n"  # what LG3 generates right after the assistant header
-_TURN_LABEL = {Role.USER: "User", Role.ASSISTANT: "Agent"}
-_CACHE_MAX = 1024
-# the non-constant parts' formats, hashed with the constants into template_hash
-_LINE_FORMATS = "{code}: {name}[\n{description}]\n|{User,Agent}: {content.strip()}\n\n"
-
-K = TypeVar("K")
-V = TypeVar("V")
+LEAD_NN = AnswerConvention(
+    "lead-nn", "\n\n", "", "force '\\n\\n' after the assistant header, then read safe/unsafe"
+)
 
 
-class _Cache(Generic[K, V]):
-    """A small thread-safe memo (per policy/role work is repeated on every request)."""
+def _lg3(variant: Variant, pre_bot: str, pre_eot: str, policy: Policy) -> LlamaGuardFormat:
+    return LlamaGuardFormat(
+        version="Llama Guard 3",
+        family=f"llama-guard-3-{variant}",
+        head=(pre_bot, _BOT, _SH, "user", _EH),
+        task="\n\n" + TASK,
+        categories_end=CATEGORIES_END,
+        instructions=INSTRUCTIONS,
+        tail=(pre_eot, _EOT, _SH, "assistant", _EH),
+        conventions=(LEAD_NN,),
+        default_policy=policy,
+    )
 
-    def __init__(self) -> None:
-        self._data: dict[K, V] = {}
-        self._lock = threading.Lock()
 
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            return self._data.get(key)
+# variant quirks: (text before <|begin_of_text|>, text before <|eot_id|>)
+LG3_FORMATS: dict[str, LlamaGuardFormat] = {
+    "1b": _lg3("1b", "", " ", LLAMA_GUARD_3_1B),
+    "8b": _lg3("8b", " ", "", LLAMA_GUARD_3_8B),
+}
 
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            if len(self._data) >= _CACHE_MAX:
-                self._data.clear()
-            self._data[key] = value
+
+# -- the adapter -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,84 +169,139 @@ class _Probe:
     groups: tuple[tuple[str, ...], ...]  # aligned with candidates
 
 
-def _segments_text(segments: Sequence[Segment]) -> str:
-    return "".join(s.token if isinstance(s, Special) else s for s in segments)
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A convention resolved against the tokenizer."""
+
+    convention: AnswerConvention
+    lead: tuple[int, ...]
+    safe: int
+    unsafe: int
 
 
-def _softmax(logits: Sequence[float]) -> list[float]:
-    """Numerically stable softmax; rejects NaN/+inf and all -inf (a broken backend)."""
-    if not logits or any(math.isnan(x) or x == math.inf for x in logits):
-        raise ValueError(f"invalid logits {tuple(logits)!r}")
-    top = max(logits)
-    if top == -math.inf:
-        raise ValueError("all logits are -inf")
-    exps = [math.exp(x - top) for x in logits]
-    total = math.fsum(exps)
-    return [e / total for e in exps]
+class LlamaGuardAdapter:
+    """The ``GuardAdapter`` for a Llama Guard version given by its ``LlamaGuardFormat``.
 
-
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> list[int]:
-    out: list[int] = []
-    for column in zip(*seqs, strict=False):
-        if any(t != column[0] for t in column):
-            break
-        out.append(column[0])
-    return out
-
-
-class LlamaGuard3Adapter:
-    """The ``GuardAdapter`` for Llama Guard 3 1B and 8B (same format, two template quirks)."""
+    ``convention``: the answer convention's name; None takes the format's first convention the
+    tokenizer supports (the load probe may switch with ``with_convention``).
+    """
 
     def __init__(
-        self, tokenizer: Tokenizer, variant: Variant, category_threshold: float = 0.3
+        self,
+        tokenizer: Tokenizer,
+        fmt: LlamaGuardFormat,
+        *,
+        convention: str | None = None,
+        category_threshold: float = 0.3,
     ) -> None:
-        if variant not in _QUIRKS:
-            raise ValueError(f"unknown Llama Guard 3 variant {variant!r}; known: 1b, 8b")
         if not 0.0 <= category_threshold <= 1.0:
             raise ValueError(f"category_threshold must be in [0, 1], got {category_threshold}")
         self._tok = tokenizer
-        self._variant: Variant = variant
-        self._pre_bot, self._pre_eot = _QUIRKS[variant]
+        self._fmt = fmt
         self._category_threshold = category_threshold
-        self._lead = tuple(tokenizer.encode_text(_LEAD))
-        self._safe = self._answer_token("safe")
-        self._unsafe = self._answer_token("unsafe")
-        for s in (_BOT, _SH, _EH, _EOT):
-            tokenizer.special_id(s.token)  # fail at construction, not on the first request
-        self._prefix_cache: _Cache[tuple[Policy, Role], tuple[int, ...]] = _Cache()
-        self._probe_cache: _Cache[Policy, _Probe] = _Cache()
-        h = hashlib.sha256(f"llama-guard-3/{variant}\x1e".encode())
-        constants = (self._pre_bot, _TASK, _CATEGORIES_END, _INSTRUCTIONS, self._pre_eot, _LEAD)
-        for part in (*constants, _LINE_FORMATS):
-            h.update(part.encode() + b"\x1e")
-        self._template_hash = h.hexdigest()
-
-    def _answer_token(self, word: str) -> int:
-        ids = self._tok.encode_text(_LEAD + word)
-        if not self._lead or len(ids) != len(self._lead) + 1 or tuple(ids[:-1]) != self._lead:
+        for token in fmt.specials():
+            tokenizer.special_id(token)  # fail at construction, not on the first request
+        self._bos = (tokenizer.special_id(fmt.bos),) if fmt.bos else ()
+        self._answer_ctx = fmt.answer_context()
+        answers: dict[str, _Answer] = {}
+        problems: list[str] = []
+        for conv in fmt.conventions:
+            try:
+                answers[conv.name] = self._resolve(conv)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if not answers:
+            raise ValueError(f"{'; '.join(problems)}; it is not a {fmt.version} tokenizer")
+        self._answers = answers
+        name = convention if convention is not None else next(iter(answers))
+        if name not in answers:
+            known = ", ".join(c.name for c in fmt.conventions)
             raise ValueError(
-                f"tokenizer does not encode {_LEAD + word!r} as the lead {list(self._lead)} plus"
-                f" one token (got {ids}); it is not a Llama Guard 3 tokenizer"
+                f"answer convention {name!r} is not usable with this tokenizer "
+                f"(usable: {', '.join(answers)}; {fmt.version} knows: {known})"
             )
-        return ids[-1]
+        self._answer = answers[name]
+        self._prefix_cache: Cache[tuple[Policy, Role], tuple[int, ...]] = Cache()
+        self._probe_cache: Cache[Policy, _Probe] = Cache()
+
+    def _resolve(self, conv: AnswerConvention) -> _Answer:
+        ctx = self._answer_ctx
+        lead = tuple(self._tok.encode_text(conv.lead, after=ctx))
+        if conv.lead and not lead:
+            raise ValueError(f"tokenizer encodes the lead {conv.lead!r} as no token")
+        ids = {}
+        for word in ("safe", "unsafe"):
+            text = conv.lead + conv.word_prefix + word
+            got = self._tok.encode_text(text, after=ctx)
+            if len(got) != len(lead) + 1 or tuple(got[:-1]) != lead:
+                raise ValueError(
+                    f"tokenizer does not encode {text!r} as the lead {list(lead)} plus one token"
+                    f" (got {got})"
+                )
+            ids[word] = got[-1]
+        return _Answer(conv, lead, ids["safe"], ids["unsafe"])
 
     # -- GuardAdapter properties ------------------------------------------------------------
 
     @property
     def family(self) -> str:
-        return f"llama-guard-3-{self._variant}"
+        return self._fmt.family
+
+    @property
+    def format(self) -> LlamaGuardFormat:
+        return self._fmt
 
     @property
     def default_policy(self) -> Policy:
-        return DEFAULT_POLICIES[self.family]
+        return self._fmt.default_policy
 
     @property
     def template_hash(self) -> str:
-        return self._template_hash
+        fmt, conv = self._fmt, self._answer.convention
+        h = hashlib.sha256(f"{fmt.family}\x1e".encode())
+        parts = (
+            segments_text(fmt.head),
+            fmt.task,
+            fmt.name_suffix,
+            fmt.first_name_suffix,
+            fmt.categories_end,
+            fmt.instructions,
+            segments_text(fmt.tail),
+            fmt.bos or "",
+            conv.lead,
+            conv.word_prefix,
+            _LINE_FORMATS,
+        )
+        for part in parts:
+            h.update(part.encode() + b"\x1e")
+        return h.hexdigest()
 
     @property
     def verdict_token_ids(self) -> tuple[int, int]:
-        return (self._safe, self._unsafe)
+        return (self._answer.safe, self._answer.unsafe)
+
+    @property
+    def convention(self) -> str:
+        return self._answer.convention.name
+
+    @property
+    def lead_ids(self) -> tuple[int, ...]:
+        """Tokens forced between the prompt and the verdict token (LG3: ``\\n\\n``)."""
+        return self._answer.lead
+
+    @property
+    def candidate_conventions(self) -> tuple[str, ...]:
+        return tuple(self._answers)
+
+    def with_convention(self, name: str) -> LlamaGuardAdapter:
+        if name not in self._answers:
+            raise ValueError(
+                f"answer convention {name!r} is not usable (usable: {', '.join(self._answers)})"
+            )
+        other = copy.copy(self)
+        other._answer = self._answers[name]
+        other._probe_cache = Cache()  # probes contain the answer tokens
+        return other
 
     @property
     def category_threshold(self) -> float:
@@ -182,21 +310,24 @@ class LlamaGuard3Adapter:
     # -- rendering ----------------------------------------------------------------------------
 
     def _prefix_segments(self, policy: Policy, role_word: str) -> list[Segment]:
+        fmt = self._fmt
         lines = "".join(
-            f"{c.code}: {c.name}" + (f"\n{c.description}" if c.description else "") + "\n"
-            for c in policy.categories
+            f"{c.code}: {c.name}"
+            + (fmt.first_name_suffix if i == 0 else "")
+            + fmt.name_suffix
+            + (f"\n{c.description}" if c.description else "")
+            + "\n"
+            for i, c in enumerate(policy.categories)
         )
-        text = _TASK.format(role=role_word) + lines + _CATEGORIES_END
-        return [self._pre_bot, _BOT, _SH, "user", _EH, text]
+        text = fmt.task.format(role=role_word) + lines + fmt.categories_end
+        return [*fmt.head, text]
 
     def _suffix_segments(self, role_word: str) -> list[Segment]:
-        return [_INSTRUCTIONS.format(role=role_word) + self._pre_eot, _EOT, _SH, "assistant", _EH]
+        return [self._fmt.instructions.format(role=role_word), *self._fmt.tail]
 
     @staticmethod
     def _body(conversation: Conversation) -> str:
-        return "".join(
-            f"{_TURN_LABEL[t.role]}: {t.content.strip()}\n\n" for t in conversation.turns
-        )
+        return "".join(f"{TURN_LABEL[t.role]}: {t.content.strip()}\n\n" for t in conversation.turns)
 
     @staticmethod
     def _role(conversation: Conversation) -> Role:
@@ -210,11 +341,11 @@ class LlamaGuard3Adapter:
 
     def render(self, conversation: Conversation, policy: Policy) -> PromptText:
         role = self._role(conversation)
-        word = _TURN_LABEL[role]
+        word = TURN_LABEL[role]
         return PromptText(
-            prefix=_segments_text(self._prefix_segments(policy, word)),
+            prefix=segments_text(self._prefix_segments(policy, word)),
             body=self._body(conversation),
-            suffix=_segments_text(self._suffix_segments(word)),
+            suffix=segments_text(self._suffix_segments(word)),
         )
 
     # -- encoding -----------------------------------------------------------------------------
@@ -222,8 +353,8 @@ class LlamaGuard3Adapter:
     def _prefix_ids(self, policy: Policy, role: Role) -> tuple[int, ...]:
         ids = self._prefix_cache.get((policy, role))
         if ids is None:
-            segments = self._prefix_segments(policy, _TURN_LABEL[role])
-            ids = tuple(self._tok.encode_segments(segments))
+            segments = self._prefix_segments(policy, TURN_LABEL[role])
+            ids = (*self._bos, *self._tok.encode_segments(segments))
             self._prefix_cache.put((policy, role), ids)
         return ids
 
@@ -236,19 +367,22 @@ class LlamaGuard3Adapter:
         return probe
 
     def _build_probe(self, policy: Policy) -> _Probe:
-        head = (*self._lead, self._unsafe)
+        answer = self._answer
+        conv = answer.convention
+        head = (*answer.lead, answer.unsafe)
         rests: list[list[int]] = []
         for c in policy.categories:
-            ids = self._tok.encode_text(f"{_LEAD}unsafe\n{c.code}")
+            text = f"{conv.lead}{conv.word_prefix}unsafe\n{c.code}"
+            ids = self._tok.encode_text(text, after=self._answer_ctx)
             if tuple(ids[: len(head)]) != head or len(ids) == len(head):
                 raise ValueError(f"cannot probe category code {c.code!r}: answer tokens {ids}")
             rests.append(ids[len(head) :])
-        shared = _common_prefix(rests)[: min(len(r) for r in rests) - 1]
+        shared = common_prefix(rests)[: min(len(r) for r in rests) - 1]
         order: dict[int, list[str]] = {}
         for c, rest in zip(policy.categories, rests, strict=True):
             order.setdefault(rest[len(shared)], []).append(c.code)
         return _Probe(
-            ids=(self._unsafe, *shared),
+            ids=(answer.unsafe, *shared),
             candidates=tuple(order),
             groups=tuple(tuple(codes) for codes in order.values()),
         )
@@ -257,14 +391,14 @@ class LlamaGuard3Adapter:
         role = self._role(conversation)
         probe = self._probe(policy)
         text_ids = self._tok.encode_segments(
-            [self._body(conversation), *self._suffix_segments(_TURN_LABEL[role])]
+            [self._body(conversation), *self._suffix_segments(TURN_LABEL[role])],
+            after=self._fmt.categories_end,
         )
-        tail = (*text_ids, *self._lead, *probe.ids)
-        verdict_pos = len(text_ids) + len(self._lead) - 1
+        lead = self._answer.lead
+        tail = (*text_ids, *lead, *probe.ids)
+        verdict_pos = len(text_ids) + len(lead) - 1
         readouts = (
-            Readout(
-                position=verdict_pos, token_ids=(self._safe, self._unsafe), with_logsumexp=True
-            ),
+            Readout(position=verdict_pos, token_ids=self.verdict_token_ids, with_logsumexp=True),
             Readout(position=len(tail) - 1, token_ids=probe.candidates),
         )
         item = ScoreItem(
@@ -289,12 +423,12 @@ class LlamaGuard3Adapter:
         lse = verdict.logsumexp
         if lse is None or not math.isfinite(lse):
             raise ValueError(f"verdict readout needs a finite full-vocabulary logsumexp, got {lse}")
-        unsafe_score = _softmax(verdict.logits)[1]
+        unsafe_score = softmax(verdict.logits)[1]
         # P(safe) + P(unsafe) over the full vocabulary: low mass = the model wants another token.
         mass = math.fsum(math.exp(min(0.0, x - lse)) for x in verdict.logits)
         label = VerdictLabel.UNSAFE if unsafe_score >= threshold else VerdictLabel.SAFE
 
-        conditional = _softmax(cats.logits)
+        conditional = softmax(cats.logits)
         cond_by_code = {
             code: p
             for group, p in zip(prompt.category_codes, conditional, strict=True)
@@ -320,6 +454,18 @@ class LlamaGuard3Adapter:
             category_scores=scores,
             verdict_token_mass=min(1.0, mass),
             assessed_role=prompt.role,
-            policy_id=prompt.policy.name or prompt.policy.policy_hash,
+            policy_id=policy_id(prompt.policy),
             timings=timings,
         )
+
+
+class LlamaGuard3Adapter(LlamaGuardAdapter):
+    """Llama Guard 3 1B and 8B (same format, two template quirks)."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, variant: Variant, category_threshold: float = 0.3
+    ) -> None:
+        if variant not in LG3_FORMATS:
+            raise ValueError(f"unknown Llama Guard 3 variant {variant!r}; known: 1b, 8b")
+        self._variant: Variant = variant
+        super().__init__(tokenizer, LG3_FORMATS[variant], category_threshold=category_threshold)

@@ -10,6 +10,10 @@ Usage::
 
     tok = Tokenizer.from_dir("/models/Llama-Guard-3-1B")
     ids = tok.encode_segments([Special("<|begin_of_text|>"), "Task: ..."])
+
+Text that continues other text (not a special token) can be encoded ``after`` a context string: the
+context is encoded with the text and its tokens are dropped. SentencePiece tokenizers (Llama 2)
+need this, because every separate ``encode`` call starts a word with the ``▁`` dummy prefix.
 """
 
 from __future__ import annotations
@@ -78,12 +82,25 @@ class Tokenizer:
         """Ids of every special (control) token."""
         return frozenset(self._specials.values())
 
-    def encode_text(self, text: str) -> list[int]:
-        """Encode ``text`` with special-token strings as plain text, without BOS/EOS."""
+    def encode_text(self, text: str, *, after: str = "") -> list[int]:
+        """Encode ``text`` with special-token strings as plain text, without BOS/EOS.
+
+        ``after``: the text that precedes ``text`` in the prompt (not a special token). The two
+        are encoded together and the context's tokens dropped; ValueError when the context's
+        tokens are not a prefix of the joint encoding (``text`` would not start on a token
+        boundary, so no split of the prompt there is token-exact)."""
         if not text:
             return []
-        ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
-        return ids
+        if not after:
+            ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
+            return ids
+        context = self._tok.encode(after, add_special_tokens=False).ids
+        joint: list[int] = self._tok.encode(after + text, add_special_tokens=False).ids
+        if joint[: len(context)] != context:
+            raise ValueError(
+                f"{text[:40]!r} does not start on a token boundary after {after[-40:]!r}"
+            )
+        return joint[len(context) :]
 
     def special_id(self, token: str) -> int:
         """The id of special token ``token``; ValueError when the tokenizer lacks it."""
@@ -92,19 +109,22 @@ class Tokenizer:
         except KeyError:
             raise ValueError(f"tokenizer has no special token {token!r}") from None
 
-    def encode_segments(self, segments: Iterable[Segment]) -> list[int]:
+    def encode_segments(self, segments: Iterable[Segment], *, after: str = "") -> list[int]:
         """Encode segments; adjacent text pieces are joined first so that splitting a piece of
-        text never changes its tokenization."""
+        text never changes its tokenization. ``after`` is the text context of a leading text
+        piece (see ``encode_text``); text that follows a special token needs none."""
         ids: list[int] = []
         pending: list[str] = []
+        context = after
         for seg in segments:
             if isinstance(seg, Special):
-                ids += self.encode_text("".join(pending))
+                ids += self.encode_text("".join(pending), after=context)
                 pending.clear()
+                context = ""
                 ids.append(self.special_id(seg.token))
             else:
                 pending.append(seg)
-        ids += self.encode_text("".join(pending))
+        ids += self.encode_text("".join(pending), after=context)
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -28,6 +28,15 @@ are *rigged* (``rigged=True``), deterministically from ``seed``:
 
 ``rigged=False`` gives a plain ``LlamaForCausalLM`` random init (mass spread over the
 vocabulary), for testing that the probe refuses to serve.
+
+``family`` picks the guard family whose chat template, special tokens and answer tokens the
+model gets (``FAMILY_RIGS``): the Llama Guard versions (pass the matching real tokenizer:
+Llama 2 for ``llama-guard-1``, Llama 3 for 2/3, Llama 4 for 4) and ``granite-guardian-3`` (a
+small trained byte-level BPE with Granite's role tokens when no tokenizer is given). The
+architecture is always ``LlamaForCausalLM``: these are format fixtures, not model replicas. Per
+family the rig puts the verdict mass on the tokens that family's *answer convention* reads --
+Llama Guard 2's `` safe``/`` unsafe`` (the space variant) and, for Llama Guard 4, only after the
+forced ``\\n\\n`` (``lead_gated``) -- so the server's load probe has a right answer to find.
 """
 
 from __future__ import annotations
@@ -44,7 +53,15 @@ if TYPE_CHECKING:
     import torch
     from tokenizers import Tokenizer
 
-__all__ = ["RIG", "RigParams", "default_tokenizer_dir", "make_test_model", "rigged_token_ids"]
+__all__ = [
+    "FAMILY_RIGS",
+    "RIG",
+    "FamilyRig",
+    "RigParams",
+    "default_tokenizer_dir",
+    "make_test_model",
+    "rigged_token_ids",
+]
 
 _REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 
@@ -96,6 +113,85 @@ class RigParams:
 RIG = RigParams()
 
 
+@dataclass(frozen=True)
+class FamilyRig:
+    """What a family's test model needs: its reference chat template, special tokens for the
+    configs, and the tokens the rig favours. Token strings are text encoded as one token, or,
+    with ``pieces``, vocabulary pieces looked up by name (SentencePiece: ``▁safe``, ``<0x0A>``)."""
+
+    template: str | None  # file in shared/reference/chat-templates
+    bos: str
+    eos: str
+    safe: str
+    unsafe: str
+    lead: str | None  # token forced before the verdict (None: the prompt's last token)
+    newline: str  # line-2 mode: after it the code prefix dominates
+    code: str | None = None  # category code prefix ("S", "O"); None: no category rig
+    code_sep: str | None = None  # ",S"
+    numbers: tuple[str, ...] = ()
+    pieces: bool = False
+    lead_gated: bool = False  # verdict tokens dominate only right after ``lead``
+    specials: tuple[str, ...] = ()  # for the built-in trained tokenizer
+
+
+GRANITE_SPECIALS = (
+    "<|end_of_text|>",
+    "<fim_prefix>",
+    "<fim_middle>",
+    "<fim_suffix>",
+    "<fim_pad>",
+    "<filename>",
+    "<gh_stars>",
+    "<issue_start>",
+    "<issue_comment>",
+    "<issue_closed>",
+    "<jupyter_start>",
+    "<jupyter_text>",
+    "<jupyter_code>",
+    "<jupyter_output>",
+    "<empty_output>",
+    "<commit_before>",
+    "<commit_msg>",
+    "<commit_after>",
+    "<reponame>",
+    "<|start_of_role|>",
+    "<|end_of_role|>",
+    "<|tool_call|>",
+)
+
+
+def _lg3_rig(template: str) -> FamilyRig:
+    return FamilyRig(
+        template, bos=BOS, eos=EOT, safe="safe", unsafe="unsafe", lead="\n\n", newline="\n",
+        code="S", code_sep=",S", numbers=NUMBERS, specials=SPECIALS,
+    )  # fmt: skip
+
+
+FAMILY_RIGS: dict[str, FamilyRig] = {
+    "llama-guard-3-1b": _lg3_rig("llama-guard-3-1b.chat_template.jinja"),
+    "llama-guard-3-8b": _lg3_rig("llama-guard-3-8b.chat_template.jinja"),
+    "llama-guard-1": FamilyRig(
+        "llamaguard-7b.chat_template.jinja", bos="<s>", eos="</s>", safe="▁safe",
+        unsafe="▁unsafe", lead=None, newline="<0x0A>", code="O", numbers=NUMBERS[:9],
+        pieces=True,
+    ),
+    "llama-guard-2": FamilyRig(
+        "meta-llama-guard-2-8b.chat_template.jinja", bos=BOS, eos=EOS, safe=" safe",
+        unsafe=" unsafe", lead=None, newline="\n", code="S", code_sep=",S", numbers=NUMBERS,
+    ),
+    "llama-guard-4": FamilyRig(
+        "llama-guard-4-12b.tpu-inference-variant.jinja", bos=BOS, eos="<|eot|>", safe="safe",
+        unsafe="unsafe", lead="\n\n", newline="\n", code="S", code_sep=",S", numbers=NUMBERS,
+        lead_gated=True,
+    ),
+    "granite-guardian-3": FamilyRig(
+        "granite-guardian-3.0-2b.chat_template.jinja", bos="<|end_of_text|>",
+        eos="<|end_of_text|>", safe="No", unsafe="Yes", lead=None, newline="\n",
+        specials=GRANITE_SPECIALS,
+    ),
+}  # fmt: skip
+
+
 def default_tokenizer_dir() -> Path | None:
     """The real Llama 3 tokenizer in ``../shared/reference`` when present."""
     path = _REFERENCE / "tokenizers" / "llama3"
@@ -115,19 +211,38 @@ def make_test_model(
     rigged: bool = True,
     variant: str = "1b",
     rig: RigParams = RIG,
+    family: str | None = None,
 ) -> Path:
-    """Write a tiny Llama Guard 3 style model directory to ``out_dir`` and return its path."""
-    torch = _torch()
+    """Write a tiny guard model directory to ``out_dir`` and return its path. ``family``
+    (default ``llama-guard-3-{variant}``) is a key of ``FAMILY_RIGS``."""
+    import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok_dir = Path(tokenizer_dir) if tokenizer_dir is not None else default_tokenizer_dir()
-    tok = _load_or_train_tokenizer(tok_dir)
-    ids = rigged_token_ids(tok)
-    template_path = _REFERENCE / "chat-templates" / f"llama-guard-3-{variant}.chat_template.jinja"
+    family = family or f"llama-guard-3-{variant}"
+    if family not in FAMILY_RIGS:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILY_RIGS)}")
+    spec = FAMILY_RIGS[family]
+    if tokenizer_dir is not None:
+        tok_dir: Path | None = Path(tokenizer_dir)
+    elif family.startswith("llama-guard-3"):
+        tok_dir = default_tokenizer_dir()
+    elif spec.pieces or family.startswith("llama-guard"):
+        raise ValueError(f"family {family!r} needs its real tokenizer: pass tokenizer_dir")
+    else:
+        tok_dir = None
+    tok = (
+        _load_or_train_tokenizer(tok_dir)
+        if tok_dir is not None or spec.specials == SPECIALS
+        else train_tokenizer(
+            specials=spec.specials, bos=spec.bos, required=(spec.safe, spec.unsafe)
+        )
+    )
+    ids = _rig_ids(tok, spec)
+    template_path = _REFERENCE / "chat-templates" / str(spec.template)
     template = template_path.read_text() if template_path.is_file() else None
-    bos, eot = tok.token_to_id(BOS), tok.token_to_id(EOT)
+    bos, eot = tok.token_to_id(spec.bos), tok.token_to_id(spec.eos)
 
     cfg = LlamaConfig(
         vocab_size=tok.get_vocab_size(with_added_tokens=True),
@@ -145,12 +260,20 @@ def make_test_model(
         dtype="float32",
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).eval()
+    model: Any = LlamaForCausalLM(cfg)
+    model.eval()
     if rigged:
-        _rig(model, tok, ids, template, seed, rig)
+        # other families: control tokens and all template text (e.g. every Granite risk
+        # definition, not only the rendered default) carry no signal (LG3 keeps its old list)
+        extra: frozenset[int] = frozenset()
+        if spec.specials != SPECIALS:
+            raw = tok.encode(template, add_special_tokens=False).ids if template else []
+            extra = frozenset(tok.get_added_tokens_decoder()) | frozenset(raw)
+        _rig(model, tok, ids, template, seed, rig, lead_gated=spec.lead_gated, silent_extra=extra)
     _save_quietly(model, out)
-    GenerationConfig(bos_token_id=bos, eos_token_id=eot).save_pretrained(out)
-    _write_tokenizer(out, tok, tok_dir, template)
+    generation: Any = GenerationConfig
+    generation(bos_token_id=bos, eos_token_id=eot).save_pretrained(out)
+    _write_tokenizer(out, tok, tok_dir, template, bos=spec.bos, eos=spec.eos)
     return out
 
 
@@ -165,13 +288,42 @@ def rigged_token_ids(tok: Tokenizer) -> dict[str, int]:
     return out
 
 
+def _rig_ids(tok: Tokenizer, spec: FamilyRig) -> dict[str, int]:
+    """The rig's token ids under the LG3 names ("\\n\\n" = the lead, "S" = the code prefix)."""
+
+    def one(text: str) -> int:
+        if spec.pieces:
+            got = tok.token_to_id(text)
+            if got is None:
+                raise ValueError(f"no vocabulary piece {text!r} in this tokenizer")
+            return int(got)
+        enc = tok.encode(text, add_special_tokens=False).ids
+        if len(enc) != 1:
+            raise ValueError(f"{text!r} is not a single token in this tokenizer: {enc}")
+        return int(enc[0])
+
+    names = {"safe": spec.safe, "unsafe": spec.unsafe, "\n": spec.newline}
+    names.update({"\n\n": spec.lead, "S": spec.code, ",S": spec.code_sep})  # type: ignore[dict-item]
+    names.update({n: n for n in spec.numbers})
+    return {key: one(text) for key, text in names.items() if text is not None}
+
+
 # -- the rig -----------------------------------------------------------------------------------
 
 
 def _rig(
-    model: Any, tok: Tokenizer, ids: dict[str, int], template: str | None, seed: int, rig: RigParams
+    model: Any,
+    tok: Tokenizer,
+    ids: dict[str, int],
+    template: str | None,
+    seed: int,
+    rig: RigParams,
+    *,
+    lead_gated: bool = False,
+    silent_extra: frozenset[int] = frozenset(),
 ) -> None:
-    torch = _torch()
+    import torch
+
     cfg = model.config
     h, vocab, hd = cfg.hidden_size, cfg.vocab_size, cfg.head_dim
     if h < N_RESERVED + 8 or hd < len(D_SIG):
@@ -183,8 +335,11 @@ def _rig(
 
     reserved = list(range(N_RESERVED))
     rest = list(range(N_RESERVED, h))
-    silent = _template_token_ids(tok, template) | {tok.token_to_id(s) for s in SPECIALS}
-    silent.discard(None)  # type: ignore[arg-type]
+    specials = (tok.token_to_id(s) for s in SPECIALS)
+    silent = _template_token_ids(tok, template) | {i for i in specials if i is not None}
+    silent |= silent_extra
+    code_ids = [ids[k] for k in ("S", ",S") if k in ids]
+    numbers = [ids[n] for n in NUMBERS if n in ids]
     sig_mask = torch.ones(vocab)
     sig_mask[sorted(silent)] = 0.0
 
@@ -193,7 +348,10 @@ def _rig(
         emb[:, rest] = randn(vocab, len(rest), std=1.0)
         emb[:, D_CONST] = rig.const
         emb[ids["\n"], D_MODE_S] = rig.mode
-        emb[[ids["S"], ids[",S"]], D_MODE_NUM] = rig.mode
+        if code_ids:
+            emb[code_ids, D_MODE_NUM] = rig.mode
+        if lead_gated:  # the lead is an anti-newline: it lifts the verdict tokens
+            emb[ids["\n\n"], D_MODE_S] = -rig.mode
         emb[:, list(D_SIG)] = randn(vocab, len(D_SIG), std=1.0) * sig_mask[:, None]
         model.model.embed_tokens.weight.copy_(emb)
 
@@ -227,18 +385,24 @@ def _rig(
         head[:, rest] = randn(vocab, len(rest), std=rig.rest_logit_std / stats["rest_norm"])
         h0 = stats["const"]
         verdict = [ids["safe"], ids["unsafe"]]
-        numbers = [ids[n] for n in NUMBERS]
         head[ids["unsafe"], rest] = head[ids["safe"], rest]  # no constant safe/unsafe bias
-        head[verdict, D_CONST] = rig.verdict_logit / h0
-        head[[ids["S"], ids[",S"], *numbers], D_CONST] = rig.category_logit / h0
+        # lead-gated: below the category tokens except right after the lead (+ mode_swing)
+        verdict_logit = rig.category_logit - 4.0 if lead_gated else rig.verdict_logit
+        head[verdict, D_CONST] = verdict_logit / h0
+        head[[*code_ids, *numbers], D_CONST] = rig.category_logit / h0
         head[verdict, D_MODE_S] = -rig.mode_swing / stats["mode_s"]
-        head[ids["S"], D_MODE_S] = rig.mode_swing / stats["mode_s"]
-        head[verdict, D_MODE_NUM] = -rig.mode_swing / stats["mode_num"]
-        head[numbers, D_MODE_NUM] = rig.mode_swing / stats["mode_num"]
+        if "S" in ids:
+            head[ids["S"], D_MODE_S] = rig.mode_swing / stats["mode_s"]
+        if numbers:
+            head[verdict, D_MODE_NUM] = -rig.mode_swing / stats["mode_num"]
+            head[numbers, D_MODE_NUM] = rig.mode_swing / stats["mode_num"]
         diff = rig.diff_std / stats["pool_std"][0]
         head[ids["unsafe"], D_POOL[0]] = diff / 2
         head[ids["safe"], D_POOL[0]] = -diff / 2
-        head[numbers, D_POOL[1]] = randn(len(numbers), std=rig.category_std / stats["pool_std"][1])
+        if numbers:
+            head[numbers, D_POOL[1]] = randn(
+                len(numbers), std=rig.category_std / stats["pool_std"][1]
+            )
         model.lm_head.weight.copy_(head)
 
 
@@ -252,7 +416,8 @@ def _calibrate(
     seed: int,
 ) -> dict[str, Any]:
     """Measure the final hidden state on template-like prompts to set the lm_head gains."""
-    torch = _torch()
+    import torch
+
     rng = random.Random(seed)
     fixed = _render_template_ids(tok, template) if template else None
     signal_ids = torch.nonzero(sig_mask).flatten().tolist()
@@ -261,17 +426,19 @@ def _calibrate(
     cut = max(1, len(fixed) - 55)
     n_conv = rig.calibration_conversation
 
-    def prompt(last: int) -> list[int]:
+    def prompt(last: int | None) -> list[int]:
         conv = [rng.choice(signal_ids) for _ in range(n_conv)]
-        return [*fixed[:cut], *conv, *fixed[cut:], last]
+        return [*fixed[:cut], *conv, *fixed[cut:], *([] if last is None else [last])]
 
-    def final_hidden(last: int, samples: int) -> torch.Tensor:
+    def final_hidden(last: int | None, samples: int) -> torch.Tensor:
         batch = torch.tensor([prompt(last) for _ in range(samples)])
         with torch.no_grad():
-            return model.model(input_ids=batch).last_hidden_state[:, -1]
+            hidden: torch.Tensor = model.model(input_ids=batch).last_hidden_state[:, -1]
+        return hidden
 
-    verdict = final_hidden(ids["\n\n"], rig.calibration_samples)
-    mode_s, mode_num = final_hidden(ids["\n"], 4), final_hidden(ids["S"], 4)
+    verdict = final_hidden(ids.get("\n\n"), rig.calibration_samples)
+    mode_s = final_hidden(ids["\n"], 4)
+    mode_num = final_hidden(ids["S"], 4) if "S" in ids else mode_s
     return {
         "const": float(verdict[:, D_CONST].mean()),
         "mode_s": float(mode_s[:, D_MODE_S].mean()),
@@ -316,7 +483,9 @@ def _render_template(template: str | None, *, turns: int) -> list[str]:
         content: Any = [{"type": "text", "text": ""}] if parts else ""
         messages = [{"role": r, "content": content} for r in roles]
         try:
-            return [tpl.render(messages=messages, excluded_category_keys=[])]
+            return [
+                tpl.render(messages=messages, excluded_category_keys=[], add_generation_prompt=True)
+            ]
         except Exception:
             continue
     return []
@@ -336,8 +505,17 @@ def _load_or_train_tokenizer(tok_dir: Path | None) -> Tokenizer:
     return train_tokenizer()
 
 
-def train_tokenizer(vocab_size: int = 4096) -> Tokenizer:
-    """A small byte-level BPE with the Llama 3 pre-tokenizer and special tokens (no downloads)."""
+def train_tokenizer(
+    vocab_size: int = 4096,
+    *,
+    specials: tuple[str, ...] = SPECIALS,
+    bos: str = BOS,
+    required: tuple[str, ...] | None = None,
+) -> Tokenizer:
+    """A small byte-level BPE with the Llama 3 pre-tokenizer and special tokens (no downloads).
+
+    ``specials``/``bos``: another family's control tokens; ``required``: strings that must be
+    single tokens (default: the Llama Guard 3 rig's), added to the training text."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(ignore_merges=True))
@@ -349,18 +527,23 @@ def train_tokenizer(vocab_size: int = 4096) -> Tokenizer:
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(SPECIALS),
+        vocab_size=vocab_size - len(specials),
         min_frequency=2,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
-    tok.add_special_tokens(list(SPECIALS))
-    bos = tok.token_to_id(BOS)
+    extra = [f"{word} {word}\n{word}." for word in required or () for _ in range(50)]
+    tok.train_from_iterator(_corpus() + extra, trainer=trainer)
+    tok.add_special_tokens(list(specials))
+    bos_id = tok.token_to_id(bos)
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos)]
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
     )
-    rigged_token_ids(tok)  # raises if a required string is not a single token
+    if required is None:
+        rigged_token_ids(tok)  # raises if a required string is not a single token
+    for text in required or ():
+        if len(tok.encode(text, add_special_tokens=False).ids) != 1:
+            raise ValueError(f"{text!r} is not a single token in the trained tokenizer")
     return tok
 
 
@@ -392,14 +575,22 @@ def _corpus() -> list[str]:
     return lines
 
 
-def _write_tokenizer(out: Path, tok: Tokenizer, tok_dir: Path | None, template: str | None) -> None:
+def _write_tokenizer(
+    out: Path,
+    tok: Tokenizer,
+    tok_dir: Path | None,
+    template: str | None,
+    *,
+    bos: str = BOS,
+    eos: str = EOT,
+) -> None:
     if tok_dir is not None:
         shutil.copyfile(tok_dir / "tokenizer.json", out / "tokenizer.json")
     else:
         tok.save(str(out / "tokenizer.json"))
     config: dict[str, Any] = {
-        "bos_token": BOS,
-        "eos_token": EOT,
+        "bos_token": bos,
+        "eos_token": eos,
         "clean_up_tokenization_spaces": False,
         "model_input_names": ["input_ids", "attention_mask"],
         "model_max_length": 131072,
@@ -408,12 +599,14 @@ def _write_tokenizer(out: Path, tok: Tokenizer, tok_dir: Path | None, template: 
     if template is not None:
         config["chat_template"] = template
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    special = {"bos_token": BOS, "eos_token": EOT}
+    special = {"bos_token": bos, "eos_token": eos}
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
 def _save_quietly(model: Any, out: Path) -> None:
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging
+
+    hf_logging: Any = logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -422,9 +615,3 @@ def _save_quietly(model: Any, out: Path) -> None:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-
-
-def _torch() -> Any:
-    import torch
-
-    return torch

@@ -7,9 +7,12 @@ sometimes raises or returns too few results, then checks:
 * every submitted item gets exactly one outcome, even when the batcher is stopped mid-flight;
 * no batch exceeds ``max_batch_size`` or its token budget (a lone oversized item excepted), and the
   items of a batch share one group key;
-* no item is scored twice; cancelled and expired items are never passed to ``score_fn`` (checked at
-  the moment of the call, with an inline executor that runs ``score_fn`` at launch);
+* no item is scored twice; cancelled and expired items are never handed to the backend, and at most
+  one batch is with the backend at a time (checked at hand-over, with an executor that the scenario
+  drives: it decides when the backend finishes, so batches queue up, get prefetched and cancelled);
 * successes and failures land on the right callers.
+
+A second test runs the same scenarios on the batcher's own thread executor.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from server.batcher import BatcherLimits, BatchOutcome, MicroBatcher
 from server.errors import BackendFailure, DeadlineExpired, Draining, Overloaded
 
 OK, RAISES, SHORT = 0, 1, 2  # what an item does to the fake backend's batch
+HANG_S = 3.0  # a scenario takes milliseconds; this long means something hangs
 
 
 # -- scenario ops -------------------------------------------------------------------------------
@@ -53,6 +57,11 @@ class Advance:
 
 
 @dataclass(frozen=True)
+class Finish:
+    """The backend finishes the batch it holds (manual executor only)."""
+
+
+@dataclass(frozen=True)
 class Pause:
     real_s: float  # 0 = a few bare yields
 
@@ -69,6 +78,8 @@ others = st.one_of(
     st.builds(Cancel, st.integers(0, 1000)),
     st.builds(Advance, st.sampled_from([0.25, 0.6, 1.5])),
     st.builds(Pause, st.sampled_from([0.0, 0.0, 0.001, 0.003])),
+    st.just(Finish()),
+    st.just(Finish()),
 )
 bursts = st.lists(submits, min_size=2, max_size=8)  # submitted in one go
 ops = st.one_of(submits, bursts, bursts, others)
@@ -96,38 +107,56 @@ class FakeClock:
         return self.now
 
 
-class InlineExecutor(concurrent.futures.Executor):
-    """Runs the function at submit time, in the caller's thread (the event loop's)."""
+class ManualExecutor(concurrent.futures.Executor):
+    """Holds each call until the scenario says ``finish()`` (or runs it at once in ``auto`` mode).
+
+    ``submit`` is where the batcher hands a batch to the backend: the drop checks must hold there.
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...], Any]] = []
+        self.auto = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if self.pending:
+            self.world.violations.append("a second batch was handed over while one was running")
+        self.world.on_hand_over(args[0])
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
+        self.pending.append((fn, args, future))
+        if self.auto:
+            self.finish()
         return future
+
+    def finish(self) -> None:
+        while self.pending:
+            fn, args, future = self.pending.pop(0)
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 @dataclass
 class World:
     clock: FakeClock
-    inline: bool
     specs: dict[int, Submit] = field(default_factory=dict)
     deadlines: dict[int, float | None] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)  # task.cancel() was called
     batches: list[list[ScoreItem]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
+    def on_hand_over(self, items: Sequence[ScoreItem]) -> None:
+        for item in items:
+            uid = item.tail_ids[0]
+            if uid in self.cancelled:
+                self.violations.append(f"item {uid} was handed over after its caller cancelled")
+            deadline = self.deadlines[uid]
+            if deadline is not None and deadline <= self.clock.now:
+                self.violations.append(f"item {uid} was handed over after its deadline")
+
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
         self.batches.append(list(items))
-        if self.inline:  # score_fn runs at launch: the drop check must hold right now
-            for item in items:
-                uid = item.tail_ids[0]
-                if uid in self.cancelled:
-                    self.violations.append(f"item {uid} was scored after its caller cancelled")
-                deadline = self.deadlines[uid]
-                if deadline is not None and deadline <= self.clock.now:
-                    self.violations.append(f"item {uid} was scored after its deadline")
         kinds = {item.tail_ids[1] for item in items}
         if RAISES in kinds:
             raise RuntimeError("fake backend failure")
@@ -146,15 +175,23 @@ class World:
 
 
 async def run_scenario(
-    world: World, limits: BatcherLimits, padded: bool, steps: list[Any], ending: str
+    world: World,
+    use_manual: bool,
+    limits: BatcherLimits,
+    padded: bool,
+    steps: list[Any],
+    ending: str,
 ) -> dict[int, object]:
-    executor = InlineExecutor() if world.inline else None
-    batcher = MicroBatcher(world.score, limits, executor=executor, clock=world.clock, padded=padded)
+    manual = ManualExecutor(world) if use_manual else None
+    batcher = MicroBatcher(world.score, limits, executor=manual, clock=world.clock, padded=padded)
     await batcher.start()
     tasks: dict[int, asyncio.Task[BatchOutcome]] = {}
     try:
-        return await drive(world, batcher, limits, steps, ending, tasks)
+        return await drive(world, batcher, manual, limits, steps, ending, tasks)
     finally:  # also when an assertion above fails: leave no task pending on a closed loop
+        if manual is not None:
+            manual.auto = True
+            manual.finish()
         await batcher.stop(drain=False)
         for task in tasks.values():
             task.cancel()
@@ -165,6 +202,7 @@ async def run_scenario(
 async def drive(
     world: World,
     batcher: MicroBatcher,
+    manual: ManualExecutor | None,
     limits: BatcherLimits,
     steps: list[Any],
     ending: str,
@@ -188,6 +226,8 @@ async def drive(
             uid = step.index % len(tasks)
             if not tasks[uid].done() and tasks[uid].cancel():
                 world.cancelled.add(uid)
+        elif isinstance(step, Finish) and manual is not None:
+            manual.finish()
         elif isinstance(step, Advance):
             world.clock.now += step.seconds
         elif isinstance(step, Pause):
@@ -198,12 +238,15 @@ async def drive(
                     await asyncio.sleep(0)
         if batcher.in_flight > limits.max_queue:
             world.violations.append(f"{batcher.in_flight} in flight > max_queue")
+    if manual is not None:  # from here on the backend answers at once
+        manual.auto = True
+        manual.finish()
     if ending == "await" and tasks:
-        await asyncio.wait(list(tasks.values()), timeout=10)
-    await asyncio.wait_for(batcher.stop(drain=ending != "abort"), 10)
+        await asyncio.wait(list(tasks.values()), timeout=HANG_S)
+    await asyncio.wait_for(batcher.stop(drain=ending != "abort"), HANG_S)
     # Nothing may hang once stop() has returned: every task is done, or finishes at once.
     if tasks:
-        await asyncio.wait(list(tasks.values()), timeout=1)
+        await asyncio.wait(list(tasks.values()), timeout=0.5)
     outcomes: dict[int, object] = {}
     for uid, task in tasks.items():
         if not task.done():
@@ -259,13 +302,15 @@ def check(
 
 
 def run_example(
-    inline: bool, limits: BatcherLimits, padded: bool, steps: list[Any], ending: str
+    use_manual: bool, limits: BatcherLimits, padded: bool, steps: list[Any], ending: str
 ) -> None:
-    world = World(clock=FakeClock(), inline=inline)
+    world = World(clock=FakeClock())
     loop = asyncio.new_event_loop()
     try:
         outcomes = loop.run_until_complete(
-            asyncio.wait_for(run_scenario(world, limits, padded, steps, ending), 30)
+            asyncio.wait_for(
+                run_scenario(world, use_manual, limits, padded, steps, ending), 4 * HANG_S
+            )
         )
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
@@ -286,7 +331,7 @@ def bounded(examples: int) -> settings:
     steps=scenarios,
     ending=endings,
 )
-def test_invariants_with_inline_scoring(
+def test_invariants_with_a_scenario_driven_backend(
     limits: BatcherLimits, padded: bool, steps: list[Any], ending: str
 ) -> None:
     run_example(True, limits, padded, steps, ending)

@@ -270,9 +270,33 @@ class AsyncGuardClient(_Base):
         request = build_classify_request(conversation, **kwargs)
         return parse_classify_response(await self._call(self._stub.Classify, request, timeout))
 
+    def stream(self, *, timeout: float | None = None, **open_kwargs: Any) -> _StreamContext:
+        """Opens a StreamClassify stream: ``async with client.stream(every_tokens=16) as s``.
+        Keyword arguments are those of ``guardwire.streaming.open_message``."""
+        return _StreamContext(self, timeout, open_kwargs)
+
     async def model_info(
         self, *, timeout: float | None = None
     ) -> guard_service_pb2.GetModelInfoResponse:
         return await self._call(  # type: ignore[no-any-return]
             self._stub.GetModelInfo, guard_service_pb2.GetModelInfoRequest(), timeout
         )
+
+
+class _StreamContext:
+    def __init__(self, client: AsyncGuardClient, timeout: float | None, kw: dict[str, Any]):
+        self._client, self._timeout, self._kw = client, timeout, kw
+
+    async def __aenter__(self) -> Any:
+        from guardwire.streaming import GuardStream, open_message
+
+        call = self._client._stub.StreamClassify(
+            timeout=self._timeout, metadata=self._client.metadata
+        )
+        self._stream = GuardStream(call)
+        await self._stream.open(open_message(**self._kw))
+        return self._stream
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self._stream.cancel()

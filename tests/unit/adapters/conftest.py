@@ -95,3 +95,42 @@ def jinja_render(template_texts: dict[str, str]) -> Callable[[bool], dict[str, J
         return cache[hf_whitespace]
 
     return get
+
+
+# -- other families: reference templates and converted tokenizers (tests/reference_tokenizers) --
+
+
+def reference_template(name: str) -> str:
+    return _template_text(name)
+
+
+@pytest.fixture(scope="session")
+def llama2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Llama 2's SentencePiece model converted to ``tokenizer.json`` (in a tmp dir)."""
+    pytest.importorskip("sentencepiece")
+    from tests.reference_tokenizers import llama2_dir
+
+    _need(REFERENCE / "tokenizers" / "llama2" / "tokenizer.model")
+    return llama2_dir(tmp_path_factory.mktemp("llama2-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def llama4_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Llama 4's tiktoken ranks converted to ``tokenizer.json`` (in a tmp dir)."""
+    from tests.reference_tokenizers import llama4_dir
+
+    _need(REFERENCE / "tokenizers" / "llama4" / "tokenizer.model")
+    return llama4_dir(tmp_path_factory.mktemp("llama4-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def granite_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No Granite tokenizer in the reference: a small trained byte-level BPE with Granite's
+    control tokens (the same one the Granite test model gets)."""
+    from server.devtools.tiny_model import FAMILY_RIGS, train_tokenizer
+
+    spec = FAMILY_RIGS["granite-guardian-3"]
+    tok = train_tokenizer(specials=spec.specials, bos=spec.bos, required=(spec.safe, spec.unsafe))
+    out = tmp_path_factory.mktemp("granite-tokenizer")
+    tok.save(str(out / "tokenizer.json"))
+    return out

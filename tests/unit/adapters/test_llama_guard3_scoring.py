@@ -139,7 +139,7 @@ def test_scores_and_mass_hand_computed(lg1b: LlamaGuard3Adapter) -> None:
     assert [s.code for s in v.violated] == ["S1", "S1a"]  # argmax group; 0.2 < 0.3
     assert v.threshold == 0.5
     assert v.assessed_role is Role.USER
-    assert v.policy_id == "grouped"
+    assert v.policy_id == f"grouped@{GROUPED.policy_hash}"  # named: id and content hash
     assert v.timings == TIMINGS
 
 

@@ -52,19 +52,48 @@ def test_8b_from_named_template_list(tmp_path: Path, template: Callable[[str], s
 
 
 @pytest.mark.parametrize(
-    ("name", "version"),
+    ("name", "family"),
     [
-        ("llamaguard-7b.chat_template.jinja", "1"),
-        ("meta-llama-guard-2-8b.chat_template.jinja", "2"),
-        ("llama-guard-4-12b.tpu-inference-variant.jinja", "4"),
+        ("llamaguard-7b.chat_template.jinja", "llama-guard-1"),
+        ("meta-llama-guard-2-8b.chat_template.jinja", "llama-guard-2"),
+        ("llama-guard-4-12b.tpu-inference-variant.jinja", "llama-guard-4"),
+        ("granite-guardian-3.0-2b.chat_template.jinja", "granite-guardian-3"),
     ],
 )
-def test_other_llama_guards_are_refused(
-    tmp_path: Path, name: str, version: str, template: Callable[[str], str]
+def test_other_families_from_their_templates(
+    tmp_path: Path, name: str, family: str, template: Callable[[str], str]
 ) -> None:
-    d = _model_dir(tmp_path, chat_template__jinja=template(name))
-    with pytest.raises(ValueError, match=f"Llama Guard {version}"):
-        detect_family(d)
+    d = _model_dir(tmp_path, chat_template__json={"chat_template": template(name)})
+    assert detect_family(d) == family
+
+
+def test_later_granite_guardian_is_refused(tmp_path: Path, template: Callable[[str], str]) -> None:
+    tpl = template("granite-guardian-3.0-2b.chat_template.jinja") + "{% if think %}{% endif %}"
+    with pytest.raises(ValueError, match=r"3\.2 or later"):
+        detect_family(_model_dir(tmp_path, chat_template__jinja=tpl))
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("meta-llama/LlamaGuard-7b", "llama-guard-1"),
+        ("meta-llama/Meta-Llama-Guard-2-8B", "llama-guard-2"),
+        ("meta-llama/Llama-Guard-4-12B", "llama-guard-4"),
+        ("ibm-granite/granite-guardian-3.1-2b", "granite-guardian-3"),
+    ],
+)
+def test_more_name_hints(tmp_path: Path, name: str, family: str) -> None:
+    cfg = {"_name_or_path": name}
+    assert detect_family(_model_dir(tmp_path, config__json=cfg)) == family
+
+
+@pytest.mark.parametrize(
+    ("token", "family"),
+    [("<|header_start|>", "llama-guard-4"), ("<|start_of_role|>", "granite-guardian-3")],
+)
+def test_control_tokens_break_the_tie(tmp_path: Path, token: str, family: str) -> None:
+    tok = {"added_tokens": [{"id": 0, "content": token, "special": True}]}
+    assert detect_family(_model_dir(tmp_path, tokenizer__json=tok)) == family
 
 
 def test_name_hints(tmp_path: Path) -> None:

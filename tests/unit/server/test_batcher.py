@@ -167,7 +167,7 @@ async def test_padded_token_budget_counts_longest_times_n(make_batcher: Factory)
 
 async def test_unpadded_token_budget_counts_the_sum(make_batcher: Factory) -> None:
     batcher, scorer = await make_batcher(max_batch_tokens=100, padded=False)
-    lengths = [10, 10, 40, 10, 40]  # sums: 70 fits, +40 = 110 does not
+    lengths = [10, 10, 40, 40, 1]  # sums: 100 fits exactly, +1 = 101 does not
     await asyncio.gather(*(spawn(batcher, make_item(i, n)) for i, n in enumerate(lengths)))
     assert scorer.batch_uids() == [[0, 1, 2, 3], [4]]
 
