@@ -123,6 +123,10 @@ OPTIONS: tuple[Option, ...] = (
         _non_negative,
     ),
     Option("max_queue", int, 256, "Most queued requests; more get RESOURCE_EXHAUSTED.", _positive),
+    Option("max_streams", int, 256, "Most open StreamClassify streams; more get "
+           "RESOURCE_EXHAUSTED.", _positive),
+    Option("max_pending_checks", int, 8, "Most unanswered checks per stream before the server "
+           "stops reading it (flow control).", _positive),
     Option("max_turns", int, 64, "Most turns in a conversation.", _positive),
     Option("max_conversation_bytes", int, 65536, "Most UTF-8 bytes of all turns.", _positive),
     Option("max_prompt_tokens", int, 8192, "Most prompt tokens (policy + turns).", _positive),
@@ -246,6 +250,8 @@ class Settings:
     max_batch_tokens: int
     max_wait_ms: float
     max_queue: int
+    max_streams: int
+    max_pending_checks: int
     max_turns: int
     max_conversation_bytes: int
     max_prompt_tokens: int

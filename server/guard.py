@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from backends.base import Backend, ScoreResult
@@ -56,6 +57,7 @@ class Guard:
         telemetry: Telemetry = NO_TELEMETRY,
         verdict_cache: VerdictCache | None = None,
         prioritize_prompts: bool = True,
+        count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         self.adapter = adapter
         self.backend = backend
@@ -67,6 +69,8 @@ class Guard:
         self.telemetry = telemetry  # spans of the render, queue, inference and parse stages
         self.verdict_cache = verdict_cache  # None = off; hits skip render and inference
         self.prioritize_prompts = prioritize_prompts  # user-turn checks batch before responses
+        # model tokens of a text (stream cadence); a rough 4-characters-a-token estimate if unset
+        self.count_tokens = count_tokens or (lambda text: max(1, len(text) // 4))
         info = backend.info
         self.description = ModelDescription(
             model_id=model_id,

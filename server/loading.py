@@ -169,6 +169,13 @@ def _fake_backend_options(model_dir: Path, adapter: GuardAdapter) -> dict[str, A
     }
 
 
+def _token_counter(model_dir: Path) -> Callable[[str], int]:
+    from server.adapters.tokenization import Tokenizer
+
+    tok = Tokenizer.from_dir(model_dir)
+    return lambda text: len(tok.encode_text(text))
+
+
 def build_guard(
     settings: Settings, model_dir: Path, *, backend_options: dict[str, Any] | None = None
 ) -> Guard:
@@ -236,6 +243,7 @@ def build_guard(
         limits=settings.request_limits,
         model_id=settings.model or str(model_dir),
         default_threshold=settings.threshold,
+        count_tokens=_token_counter(model_dir),
         thresholds=thresholds,
         verdict_cache=(
             VerdictCache(settings.verdict_cache_entries, settings.verdict_cache_ttl_s)

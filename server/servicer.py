@@ -10,10 +10,12 @@ import grpc
 
 from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
 from server.config import Settings
-from server.errors import Draining, GuardwireError, ModelNotReady
+from server.domain import Verdict
+from server.errors import Draining, GuardwireError, ModelNotReady, Overloaded
 from server.guard import Guard, monotonic_deadline
-from server.mapping import policy_to_categories, verdict_to_proto
+from server.mapping import duration, policy_to_categories, verdict_to_proto
 from server.status import internal_status, to_grpc_status
+from server.streams import OwedCheck, StreamOptions, StreamSession, run_stream
 from server.telemetry import NO_TELEMETRY, RpcScope, Telemetry
 from server.validation import validate_classify
 
@@ -53,6 +55,7 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
         self._state = state
         self._settings = settings
         self._telemetry = telemetry
+        self._open_streams = 0
 
     def _guard(self) -> Guard:
         if self._state.draining:
@@ -94,10 +97,58 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
         request_iterator: AsyncIterator[guard_service_pb2.StreamClassifyRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[guard_service_pb2.StreamClassifyResponse]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "StreamClassify is declared in v1 but not served yet"
-        )
-        yield guard_service_pb2.StreamClassifyResponse()  # pragma: no cover
+        """Answers the checks a conversation stream makes owed; see ``server.streams``."""
+        self._state.call_started()
+        self._open_streams += 1
+        try:
+            guard = self._guard()
+            if self._open_streams > self._settings.max_streams:
+                raise Overloaded(
+                    f"{self._settings.max_streams} streams are open; retry later",
+                    retry_after_s=1.0,
+                    queue_limit=self._settings.max_streams,
+                )
+            session = StreamSession(guard.catalog, guard.limits, guard.count_tokens)
+
+            async def score(check: OwedCheck, opts: StreamOptions) -> Verdict:
+                deadline = monotonic_deadline(context.time_remaining())
+                return await guard.score(
+                    check.conversation, opts.policy, threshold=opts.threshold, deadline=deadline
+                )
+
+            def render(
+                check: OwedCheck, verdict: Verdict, opts: StreamOptions
+            ) -> guard_service_pb2.StreamClassifyResponse:
+                now = time.monotonic()
+                last = check.conversation.turns[-1].content
+                return guard_service_pb2.StreamClassifyResponse(
+                    sequence=check.sequence,
+                    result=verdict_to_proto(
+                        verdict,
+                        model_id=guard.description.model_id,
+                        include_category_scores=opts.include_category_scores,
+                        total_s=now - check.received_at,
+                    ),
+                    turn_index=check.turn_index,
+                    safe_through_offset=check.offset_bytes,
+                    safe_through_token=guard.count_tokens(last),
+                    final=check.final,
+                    latency=duration(now - check.received_at),
+                )
+
+            async for response in run_stream(
+                request_iterator,
+                session,
+                score,
+                render,
+                max_pending_checks=self._settings.max_pending_checks,
+            ):
+                yield response
+        except Exception as exc:  # protocol, validation, overload, scoring: one explicit status
+            await abort_with(context, exc)
+        finally:
+            self._open_streams -= 1
+            self._state.call_finished()
 
     async def GetModelInfo(
         self,

@@ -103,8 +103,9 @@ class StreamSession:
         if violations:
             raise InvalidRequest(
                 [
-                    FieldViolation(v.field if v.field.startswith("open.") else f"open.{v.field}",
-                                   v.description)
+                    FieldViolation(
+                        v.field if v.field.startswith("open.") else f"open.{v.field}", v.description
+                    )
                     for v in violations
                 ]
             )
@@ -143,8 +144,9 @@ class StreamSession:
                 )
             self.response = ""
             self._tokens_since_check = 0
-        self._check_limits(extra_bytes=len(self.response.encode()) + len(text.encode()),
-                           extra_turns=1)
+        self._check_limits(
+            extra_bytes=len(self.response.encode()) + len(text.encode()), extra_turns=1
+        )
         self.response += text
         if not text or not self.response.strip():
             return []
@@ -177,8 +179,10 @@ class StreamSession:
 
     # -- helpers ----------------------------------------------------------------------
     def _require_alternation(self, role: Role) -> None:
-        expected = Role.USER if not self.turns or self.turns[-1].role is Role.ASSISTANT else (
-            Role.ASSISTANT
+        expected = (
+            Role.USER
+            if not self.turns or self.turns[-1].role is Role.ASSISTANT
+            else (Role.ASSISTANT)
         )
         if role is not expected:
             raise StreamProtocolError(

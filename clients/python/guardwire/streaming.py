@@ -40,8 +40,10 @@ class GenerationBlocked(Exception):
     """Raised by ``guard_generation`` when a verdict on the response is UNSAFE."""
 
     def __init__(self, verdict: StreamVerdict) -> None:
-        super().__init__(f"response blocked at byte {verdict.safe_through_offset}: unsafe "
-                         f"(score {verdict.result.unsafe_score:.3f})")
+        super().__init__(
+            f"response blocked at byte {verdict.safe_through_offset}: unsafe "
+            f"(score {verdict.result.unsafe_score:.3f})"
+        )
         self.verdict = verdict
 
 
@@ -131,15 +133,14 @@ def open_message(
     return guard_service_pb2.StreamOpen(
         policy=req.policy,
         options=req.options,
-        cadence=guard_service_pb2.Cadence(every_tokens=every_tokens,
-                                          at_sentence_end=at_sentence_end),
+        cadence=guard_service_pb2.Cadence(
+            every_tokens=every_tokens, at_sentence_end=at_sentence_end
+        ),
         history=conversation_pb2.Conversation(turns=req.conversation.turns),
     )
 
 
-async def guard_generation(
-    stream: GuardStream, tokens: AsyncIterator[str]
-) -> AsyncIterator[str]:
+async def guard_generation(stream: GuardStream, tokens: AsyncIterator[str]) -> AsyncIterator[str]:
     """Passes ``tokens`` through while the guard says SAFE. Each token is sent as a delta; a
     background reader watches the verdicts, and the first UNSAFE one stops the generator
     (``aclose()``) and raises ``GenerationBlocked``. At the end the response is closed with

@@ -13,18 +13,24 @@ from server.streams import StreamSession
 from server.validation import PolicyCatalog
 
 DEFAULT = Policy(categories=(Category("S1", "Violent Crimes."), Category("S2", "Other.")))
-LIMITS = RequestLimits(max_turns=6, max_conversation_bytes=200, max_prompt_tokens=1000,
-                       max_categories=4)
+LIMITS = RequestLimits(
+    max_turns=6, max_conversation_bytes=200, max_prompt_tokens=1000, max_categories=4
+)
 
 
 def session() -> StreamSession:
-    return StreamSession(PolicyCatalog(default=DEFAULT, named={}), LIMITS,
-                         count_tokens=lambda t: len(t.split()), clock=lambda: 1.0)
+    return StreamSession(
+        PolicyCatalog(default=DEFAULT, named={}),
+        LIMITS,
+        count_tokens=lambda t: len(t.split()),
+        clock=lambda: 1.0,
+    )
 
 
 def open_(every: int = 0, sentence: bool = False, **kw) -> g.StreamClassifyRequest:
-    return g.StreamClassifyRequest(open=g.StreamOpen(
-        cadence=g.Cadence(every_tokens=every, at_sentence_end=sentence), **kw))
+    return g.StreamClassifyRequest(
+        open=g.StreamOpen(cadence=g.Cadence(every_tokens=every, at_sentence_end=sentence), **kw)
+    )
 
 
 def turn(role: int, text: str) -> g.StreamClassifyRequest:
@@ -81,28 +87,36 @@ def test_check_now_on_partial_and_on_complete_turn():
 
 def test_history_is_context_not_checked():
     s = session()
-    hist = c.Conversation(turns=[c.Turn(role=c.ROLE_USER, content="a"),
-                                 c.Turn(role=c.ROLE_ASSISTANT, content="b")])
+    hist = c.Conversation(
+        turns=[c.Turn(role=c.ROLE_USER, content="a"), c.Turn(role=c.ROLE_ASSISTANT, content="b")]
+    )
     assert s.handle(open_(history=hist)) == []
     [chk] = s.handle(turn(c.ROLE_USER, "c"))
     assert [t.content for t in chk.conversation.turns] == ["a", "b", "c"]
 
 
-@pytest.mark.parametrize(("messages", "rule"), [
-    ([turn(c.ROLE_USER, "x")], "open_first"),
-    ([open_(), open_()], "open_once"),
-    ([open_(), g.StreamClassifyRequest()], "empty_message"),
-    ([open_(), turn(c.ROLE_ASSISTANT, "x")], "alternate_roles"),
-    ([open_(), turn(c.ROLE_USER, "x"), turn(c.ROLE_USER, "y")], "alternate_roles"),
-    ([open_(), delta("x")], "delta_needs_user_turn"),
-    ([open_(), turn(c.ROLE_USER, "x"), turn(c.ROLE_ASSISTANT, "y"), delta("z")],
-     "delta_needs_user_turn"),
-    ([open_(), turn(c.ROLE_USER, "x"), delta("y"), turn(c.ROLE_USER, "z")],
-     "end_response_first"),
-    ([open_(), END], "end_of_turn_without_response"),
-    ([open_(), turn(c.ROLE_USER, "x"), delta("  "), END], "empty_response"),
-    ([open_(), CHECK], "check_before_turn"),
-])
+@pytest.mark.parametrize(
+    ("messages", "rule"),
+    [
+        ([turn(c.ROLE_USER, "x")], "open_first"),
+        ([open_(), open_()], "open_once"),
+        ([open_(), g.StreamClassifyRequest()], "empty_message"),
+        ([open_(), turn(c.ROLE_ASSISTANT, "x")], "alternate_roles"),
+        ([open_(), turn(c.ROLE_USER, "x"), turn(c.ROLE_USER, "y")], "alternate_roles"),
+        ([open_(), delta("x")], "delta_needs_user_turn"),
+        (
+            [open_(), turn(c.ROLE_USER, "x"), turn(c.ROLE_ASSISTANT, "y"), delta("z")],
+            "delta_needs_user_turn",
+        ),
+        (
+            [open_(), turn(c.ROLE_USER, "x"), delta("y"), turn(c.ROLE_USER, "z")],
+            "end_response_first",
+        ),
+        ([open_(), END], "end_of_turn_without_response"),
+        ([open_(), turn(c.ROLE_USER, "x"), delta("  "), END], "empty_response"),
+        ([open_(), CHECK], "check_before_turn"),
+    ],
+)
 def test_protocol_violations_name_the_rule(messages, rule):
     s = session()
     with pytest.raises(StreamProtocolError) as info:
