@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+import functools
 import random
 import shutil
 from dataclasses import dataclass
@@ -419,7 +420,7 @@ def _calibrate(
     import torch
 
     rng = random.Random(seed)
-    fixed = _render_template_ids(tok, template) if template else None
+    fixed = _render_template_ids(tok, template)
     signal_ids = torch.nonzero(sig_mask).flatten().tolist()
     if not fixed:
         fixed = [rng.choice(signal_ids) for _ in range(250)]
@@ -455,18 +456,32 @@ def _render_template_ids(tok: Tokenizer, template: str | None) -> list[int]:
 
 
 def _template_token_ids(tok: Tokenizer, template: str | None) -> set[int]:
-    """Every token id of the fixed template text (1- and 2-turn renders); empty without one."""
-    if not template:
-        return set()
+    """Every token id of the fixed template text (1- and 2-turn renders)."""
     texts = _render_template(template, turns=1) + _render_template(template, turns=2)
     if not texts:  # no jinja2: the raw template text is a close superset
         texts = [template]
     return {i for text in texts for i in tok.encode(text, add_special_tokens=False).ids}
 
 
+@functools.cache
+def _own_lg3_renders(turns: int) -> list[str]:
+    """Without the reference template file (e.g. inside the container), our own Llama Guard 3
+    renderer -- byte-identical to the official template, tested -- gives the same fixed text.
+    Its structure does not depend on the tokenizer, so the Llama 3 special tokens suffice."""
+    from server.adapters.llama_guard import LlamaGuard3Adapter
+    from server.adapters.tokenization import Tokenizer as GuardTokenizer
+    from server.domain import Conversation, Role, Turn
+
+    adapter = LlamaGuard3Adapter(GuardTokenizer(train_tokenizer()), "1b")
+    convo = tuple(
+        Turn(Role.USER if i % 2 == 0 else Role.ASSISTANT, "x") for i in range(turns)
+    )
+    return [adapter.render(Conversation(convo), adapter.default_policy).full]  # type: ignore[return-value]
+
+
 def _render_template(template: str | None, *, turns: int) -> list[str]:
     if not template:
-        return []
+        return _own_lg3_renders(turns)
     try:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:

@@ -193,3 +193,17 @@ async def test_fake_backend_trigger_text_gives_unsafe(fake_server):
         for text in ("GW_TEST_UNSAFE", "please GW_TEST_UNSAFE now", "x\nGW_TEST_UNSAFE"):
             r = await s.Classify(request((U, text)), timeout=10)
             assert r.unsafe_score > 0.99, text
+
+
+def test_demo_model_without_reference_folder_passes_the_probe(tmp_path, monkeypatch):
+    """Inside the container there is no ../shared: the trained tokenizer and our own renderer
+    must still give a test model that passes the load probe."""
+    import server.devtools.tiny_model as tiny
+    from server.loading import build_guard
+    from tests.conftest import make_settings
+
+    monkeypatch.setattr(tiny, "default_tokenizer_dir", lambda: None)
+    monkeypatch.setattr(tiny, "_REFERENCE", tmp_path / "absent")
+    tiny.make_test_model(tmp_path / "m")
+    guard = build_guard(make_settings(), tmp_path / "m")
+    assert guard.adapter.family == "llama-guard-3-1b"
