@@ -27,7 +27,7 @@ from guardwire.v1 import conversation_pb2 as guardwire_dot_v1_dot_conversation__
 from guardwire.v1 import verdict_pb2 as guardwire_dot_v1_dot_verdict__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n guardwire/v1/guard_service.proto\x12\x0cguardwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fguardwire/v1/conversation.proto\x1a\x1aguardwire/v1/verdict.proto\"X\n\x0f\x43lassifyOptions\x12\x16\n\tthreshold\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x1f\n\x17include_category_scores\x18\x02 \x01(\x08\x42\x0c\n\n_threshold\"\xbb\x01\n\x0f\x43lassifyRequest\x12\x30\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1a.guardwire.v1.Conversation\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.guardwire.v1.Role\x12$\n\x06policy\x18\x03 \x01(\x0b\x32\x14.guardwire.v1.Policy\x12.\n\x07options\x18\x04 \x01(\x0b\x32\x1d.guardwire.v1.ClassifyOptions\"\xde\x02\n\x10\x43lassifyResponse\x12&\n\x07verdict\x18\x01 \x01(\x0e\x32\x15.guardwire.v1.Verdict\x12\x14\n\x0cunsafe_score\x18\x02 \x01(\x02\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12/\n\ncategories\x18\x04 \x03(\x0b\x32\x1b.guardwire.v1.CategoryScore\x12\x34\n\x0f\x63\x61tegory_scores\x18\x05 \x03(\x0b\x32\x1b.guardwire.v1.CategoryScore\x12)\n\rassessed_role\x18\x06 \x01(\x0e\x32\x12.guardwire.v1.Role\x12\x11\n\tpolicy_id\x18\x07 \x01(\t\x12\x10\n\x08model_id\x18\x08 \x01(\t\x12\x1a\n\x12verdict_token_mass\x18\t \x01(\x02\x12&\n\x07timings\x18\n \x01(\x0b\x32\x15.guardwire.v1.Timings\"\x15\n\x13GetModelInfoRequest\"\x99\x01\n\x06Limits\x12\x11\n\tmax_turns\x18\x01 \x01(\r\x12\x1e\n\x16max_conversation_bytes\x18\x02 \x01(\r\x12\x19\n\x11max_prompt_tokens\x18\x03 \x01(\r\x12\x16\n\x0emax_categories\x18\x04 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\r\x12\x11\n\tmax_queue\x18\x06 \x01(\r\"\xb5\x02\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x32\n\x12\x64\x65\x66\x61ult_categories\x18\x07 \x03(\x0b\x32\x16.guardwire.v1.Category\x12$\n\x06limits\x18\x08 \x01(\x0b\x32\x14.guardwire.v1.Limits\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\t \x01(\x02\x12\x15\n\rtemplate_hash\x18\n \x01(\t\x12\x19\n\x11verdict_token_ids\x18\x0b \x03(\x05\x12\x12\n\npolicy_ids\x18\x0c \x03(\t\"8\n\x07\x43\x61\x64\x65nce\x12\x14\n\x0c\x65very_tokens\x18\x01 \x01(\r\x12\x17\n\x0f\x61t_sentence_end\x18\x02 \x01(\x08\"\xb7\x01\n\nStreamOpen\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.guardwire.v1.Policy\x12.\n\x07options\x18\x02 \x01(\x0b\x32\x1d.guardwire.v1.ClassifyOptions\x12&\n\x07\x63\x61\x64\x65nce\x18\x03 \x01(\x0b\x32\x15.guardwire.v1.Cadence\x12+\n\x07history\x18\x04 \x01(\x0b\x32\x1a.guardwire.v1.Conversation\"\x1d\n\rResponseDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\n\n\x08\x43heckNow\"\x0b\n\tEndOfTurn\"\xf4\x01\n\x15StreamClassifyRequest\x12(\n\x04open\x18\x01 \x01(\x0b\x32\x18.guardwire.v1.StreamOpenH\x00\x12\"\n\x04turn\x18\x02 \x01(\x0b\x32\x12.guardwire.v1.TurnH\x00\x12,\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x1b.guardwire.v1.ResponseDeltaH\x00\x12\'\n\x05\x63heck\x18\x04 \x01(\x0b\x32\x16.guardwire.v1.CheckNowH\x00\x12.\n\x0b\x65nd_of_turn\x18\x05 \x01(\x0b\x32\x17.guardwire.v1.EndOfTurnH\x00\x42\x06\n\x04kind\"\xe2\x01\n\x16StreamClassifyResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1e.guardwire.v1.ClassifyResponse\x12\x12\n\nturn_index\x18\x03 \x01(\r\x12\x1b\n\x13safe_through_offset\x18\x04 \x01(\x04\x12\x1a\n\x12safe_through_token\x18\x05 \x01(\r\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\x12*\n\x07latency\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration2\x91\x02\n\x0cGuardService\x12I\n\x08\x43lassify\x12\x1d.guardwire.v1.ClassifyRequest\x1a\x1e.guardwire.v1.ClassifyResponse\x12_\n\x0eStreamClassify\x12#.guardwire.v1.StreamClassifyRequest\x1a$.guardwire.v1.StreamClassifyResponse(\x01\x30\x01\x12U\n\x0cGetModelInfo\x12!.guardwire.v1.GetModelInfoRequest\x1a\".guardwire.v1.GetModelInfoResponseBo\n\x10\x64\x65v.guardwire.v1B\x11GuardServiceProtoP\x01ZFgithub.com/guardwire/guardwire/clients/go/gen/guardwire/v1;guardwirev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n guardwire/v1/guard_service.proto\x12\x0cguardwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fguardwire/v1/conversation.proto\x1a\x1aguardwire/v1/verdict.proto\"X\n\x0f\x43lassifyOptions\x12\x16\n\tthreshold\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x1f\n\x17include_category_scores\x18\x02 \x01(\x08\x42\x0c\n\n_threshold\"\xbb\x01\n\x0f\x43lassifyRequest\x12\x30\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1a.guardwire.v1.Conversation\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.guardwire.v1.Role\x12$\n\x06policy\x18\x03 \x01(\x0b\x32\x14.guardwire.v1.Policy\x12.\n\x07options\x18\x04 \x01(\x0b\x32\x1d.guardwire.v1.ClassifyOptions\"\xf7\x02\n\x10\x43lassifyResponse\x12&\n\x07verdict\x18\x01 \x01(\x0e\x32\x15.guardwire.v1.Verdict\x12\x14\n\x0cunsafe_score\x18\x02 \x01(\x02\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12/\n\ncategories\x18\x04 \x03(\x0b\x32\x1b.guardwire.v1.CategoryScore\x12\x34\n\x0f\x63\x61tegory_scores\x18\x05 \x03(\x0b\x32\x1b.guardwire.v1.CategoryScore\x12)\n\rassessed_role\x18\x06 \x01(\x0e\x32\x12.guardwire.v1.Role\x12\x11\n\tpolicy_id\x18\x07 \x01(\t\x12\x10\n\x08model_id\x18\x08 \x01(\t\x12\x1a\n\x12verdict_token_mass\x18\t \x01(\x02\x12&\n\x07timings\x18\n \x01(\x0b\x32\x15.guardwire.v1.Timings\x12\x17\n\x0ftruncated_turns\x18\x0b \x01(\r\"\x15\n\x13GetModelInfoRequest\"\x99\x01\n\x06Limits\x12\x11\n\tmax_turns\x18\x01 \x01(\r\x12\x1e\n\x16max_conversation_bytes\x18\x02 \x01(\r\x12\x19\n\x11max_prompt_tokens\x18\x03 \x01(\r\x12\x16\n\x0emax_categories\x18\x04 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\r\x12\x11\n\tmax_queue\x18\x06 \x01(\r\"\xb5\x02\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x32\n\x12\x64\x65\x66\x61ult_categories\x18\x07 \x03(\x0b\x32\x16.guardwire.v1.Category\x12$\n\x06limits\x18\x08 \x01(\x0b\x32\x14.guardwire.v1.Limits\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\t \x01(\x02\x12\x15\n\rtemplate_hash\x18\n \x01(\t\x12\x19\n\x11verdict_token_ids\x18\x0b \x03(\x05\x12\x12\n\npolicy_ids\x18\x0c \x03(\t\"8\n\x07\x43\x61\x64\x65nce\x12\x14\n\x0c\x65very_tokens\x18\x01 \x01(\r\x12\x17\n\x0f\x61t_sentence_end\x18\x02 \x01(\x08\"\xb7\x01\n\nStreamOpen\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.guardwire.v1.Policy\x12.\n\x07options\x18\x02 \x01(\x0b\x32\x1d.guardwire.v1.ClassifyOptions\x12&\n\x07\x63\x61\x64\x65nce\x18\x03 \x01(\x0b\x32\x15.guardwire.v1.Cadence\x12+\n\x07history\x18\x04 \x01(\x0b\x32\x1a.guardwire.v1.Conversation\"\x1d\n\rResponseDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\n\n\x08\x43heckNow\"\x0b\n\tEndOfTurn\"\xf4\x01\n\x15StreamClassifyRequest\x12(\n\x04open\x18\x01 \x01(\x0b\x32\x18.guardwire.v1.StreamOpenH\x00\x12\"\n\x04turn\x18\x02 \x01(\x0b\x32\x12.guardwire.v1.TurnH\x00\x12,\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x1b.guardwire.v1.ResponseDeltaH\x00\x12\'\n\x05\x63heck\x18\x04 \x01(\x0b\x32\x16.guardwire.v1.CheckNowH\x00\x12.\n\x0b\x65nd_of_turn\x18\x05 \x01(\x0b\x32\x17.guardwire.v1.EndOfTurnH\x00\x42\x06\n\x04kind\"\xe2\x01\n\x16StreamClassifyResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1e.guardwire.v1.ClassifyResponse\x12\x12\n\nturn_index\x18\x03 \x01(\r\x12\x1b\n\x13safe_through_offset\x18\x04 \x01(\x04\x12\x1a\n\x12safe_through_token\x18\x05 \x01(\r\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\x12*\n\x07latency\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration2\x91\x02\n\x0cGuardService\x12I\n\x08\x43lassify\x12\x1d.guardwire.v1.ClassifyRequest\x1a\x1e.guardwire.v1.ClassifyResponse\x12_\n\x0eStreamClassify\x12#.guardwire.v1.StreamClassifyRequest\x1a$.guardwire.v1.StreamClassifyResponse(\x01\x30\x01\x12U\n\x0cGetModelInfo\x12!.guardwire.v1.GetModelInfoRequest\x1a\".guardwire.v1.GetModelInfoResponseBo\n\x10\x64\x65v.guardwire.v1B\x11GuardServiceProtoP\x01ZFgithub.com/guardwire/guardwire/clients/go/gen/guardwire/v1;guardwirev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,27 +40,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYREQUEST']._serialized_start=234
   _globals['_CLASSIFYREQUEST']._serialized_end=421
   _globals['_CLASSIFYRESPONSE']._serialized_start=424
-  _globals['_CLASSIFYRESPONSE']._serialized_end=774
-  _globals['_GETMODELINFOREQUEST']._serialized_start=776
-  _globals['_GETMODELINFOREQUEST']._serialized_end=797
-  _globals['_LIMITS']._serialized_start=800
-  _globals['_LIMITS']._serialized_end=953
-  _globals['_GETMODELINFORESPONSE']._serialized_start=956
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1265
-  _globals['_CADENCE']._serialized_start=1267
-  _globals['_CADENCE']._serialized_end=1323
-  _globals['_STREAMOPEN']._serialized_start=1326
-  _globals['_STREAMOPEN']._serialized_end=1509
-  _globals['_RESPONSEDELTA']._serialized_start=1511
-  _globals['_RESPONSEDELTA']._serialized_end=1540
-  _globals['_CHECKNOW']._serialized_start=1542
-  _globals['_CHECKNOW']._serialized_end=1552
-  _globals['_ENDOFTURN']._serialized_start=1554
-  _globals['_ENDOFTURN']._serialized_end=1565
-  _globals['_STREAMCLASSIFYREQUEST']._serialized_start=1568
-  _globals['_STREAMCLASSIFYREQUEST']._serialized_end=1812
-  _globals['_STREAMCLASSIFYRESPONSE']._serialized_start=1815
-  _globals['_STREAMCLASSIFYRESPONSE']._serialized_end=2041
-  _globals['_GUARDSERVICE']._serialized_start=2044
-  _globals['_GUARDSERVICE']._serialized_end=2317
+  _globals['_CLASSIFYRESPONSE']._serialized_end=799
+  _globals['_GETMODELINFOREQUEST']._serialized_start=801
+  _globals['_GETMODELINFOREQUEST']._serialized_end=822
+  _globals['_LIMITS']._serialized_start=825
+  _globals['_LIMITS']._serialized_end=978
+  _globals['_GETMODELINFORESPONSE']._serialized_start=981
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1290
+  _globals['_CADENCE']._serialized_start=1292
+  _globals['_CADENCE']._serialized_end=1348
+  _globals['_STREAMOPEN']._serialized_start=1351
+  _globals['_STREAMOPEN']._serialized_end=1534
+  _globals['_RESPONSEDELTA']._serialized_start=1536
+  _globals['_RESPONSEDELTA']._serialized_end=1565
+  _globals['_CHECKNOW']._serialized_start=1567
+  _globals['_CHECKNOW']._serialized_end=1577
+  _globals['_ENDOFTURN']._serialized_start=1579
+  _globals['_ENDOFTURN']._serialized_end=1590
+  _globals['_STREAMCLASSIFYREQUEST']._serialized_start=1593
+  _globals['_STREAMCLASSIFYREQUEST']._serialized_end=1837
+  _globals['_STREAMCLASSIFYRESPONSE']._serialized_start=1840
+  _globals['_STREAMCLASSIFYRESPONSE']._serialized_end=2066
+  _globals['_GUARDSERVICE']._serialized_start=2069
+  _globals['_GUARDSERVICE']._serialized_end=2342
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ class ClassifyRequest(_message.Message):
     def __init__(self, conversation: _Optional[_Union[_conversation_pb2.Conversation, _Mapping]] = ..., role: _Optional[_Union[_conversation_pb2.Role, str]] = ..., policy: _Optional[_Union[_conversation_pb2.Policy, _Mapping]] = ..., options: _Optional[_Union[ClassifyOptions, _Mapping]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("verdict", "unsafe_score", "threshold", "categories", "category_scores", "assessed_role", "policy_id", "model_id", "verdict_token_mass", "timings")
+    __slots__ = ("verdict", "unsafe_score", "threshold", "categories", "category_scores", "assessed_role", "policy_id", "model_id", "verdict_token_mass", "timings", "truncated_turns")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     UNSAFE_SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class ClassifyResponse(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_TOKEN_MASS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_TURNS_FIELD_NUMBER: _ClassVar[int]
     verdict: _verdict_pb2.Verdict
     unsafe_score: float
     threshold: float
@@ -53,7 +54,8 @@ class ClassifyResponse(_message.Message):
     model_id: str
     verdict_token_mass: float
     timings: _verdict_pb2.Timings
-    def __init__(self, verdict: _Optional[_Union[_verdict_pb2.Verdict, str]] = ..., unsafe_score: _Optional[float] = ..., threshold: _Optional[float] = ..., categories: _Optional[_Iterable[_Union[_verdict_pb2.CategoryScore, _Mapping]]] = ..., category_scores: _Optional[_Iterable[_Union[_verdict_pb2.CategoryScore, _Mapping]]] = ..., assessed_role: _Optional[_Union[_conversation_pb2.Role, str]] = ..., policy_id: _Optional[str] = ..., model_id: _Optional[str] = ..., verdict_token_mass: _Optional[float] = ..., timings: _Optional[_Union[_verdict_pb2.Timings, _Mapping]] = ...) -> None: ...
+    truncated_turns: int
+    def __init__(self, verdict: _Optional[_Union[_verdict_pb2.Verdict, str]] = ..., unsafe_score: _Optional[float] = ..., threshold: _Optional[float] = ..., categories: _Optional[_Iterable[_Union[_verdict_pb2.CategoryScore, _Mapping]]] = ..., category_scores: _Optional[_Iterable[_Union[_verdict_pb2.CategoryScore, _Mapping]]] = ..., assessed_role: _Optional[_Union[_conversation_pb2.Role, str]] = ..., policy_id: _Optional[str] = ..., model_id: _Optional[str] = ..., verdict_token_mass: _Optional[float] = ..., timings: _Optional[_Union[_verdict_pb2.Timings, _Mapping]] = ..., truncated_turns: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

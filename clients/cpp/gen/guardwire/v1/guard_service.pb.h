@@ -614,6 +614,7 @@ class ClassifyResponse final :
     kThresholdFieldNumber = 3,
     kAssessedRoleFieldNumber = 6,
     kVerdictTokenMassFieldNumber = 9,
+    kTruncatedTurnsFieldNumber = 11,
   };
   // repeated .guardwire.v1.CategoryScore categories = 4;
   int categories_size() const;
@@ -742,6 +743,15 @@ class ClassifyResponse final :
   void _internal_set_verdict_token_mass(float value);
   public:
 
+  // uint32 truncated_turns = 11;
+  void clear_truncated_turns();
+  uint32_t truncated_turns() const;
+  void set_truncated_turns(uint32_t value);
+  private:
+  uint32_t _internal_truncated_turns() const;
+  void _internal_set_truncated_turns(uint32_t value);
+  public:
+
   // @@protoc_insertion_point(class_scope:guardwire.v1.ClassifyResponse)
  private:
   class _Internal;
@@ -760,6 +770,7 @@ class ClassifyResponse final :
     float threshold_;
     int assessed_role_;
     float verdict_token_mass_;
+    uint32_t truncated_turns_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -3400,6 +3411,26 @@ inline void ClassifyResponse::set_allocated_timings(::guardwire::v1::Timings* ti
   }
   _impl_.timings_ = timings;
   // @@protoc_insertion_point(field_set_allocated:guardwire.v1.ClassifyResponse.timings)
+}
+
+// uint32 truncated_turns = 11;
+inline void ClassifyResponse::clear_truncated_turns() {
+  _impl_.truncated_turns_ = 0u;
+}
+inline uint32_t ClassifyResponse::_internal_truncated_turns() const {
+  return _impl_.truncated_turns_;
+}
+inline uint32_t ClassifyResponse::truncated_turns() const {
+  // @@protoc_insertion_point(field_get:guardwire.v1.ClassifyResponse.truncated_turns)
+  return _internal_truncated_turns();
+}
+inline void ClassifyResponse::_internal_set_truncated_turns(uint32_t value) {
+  
+  _impl_.truncated_turns_ = value;
+}
+inline void ClassifyResponse::set_truncated_turns(uint32_t value) {
+  _internal_set_truncated_turns(value);
+  // @@protoc_insertion_point(field_set:guardwire.v1.ClassifyResponse.truncated_turns)
 }
 
 // -------------------------------------------------------------------

@@ -412,6 +412,26 @@ private static final long serialVersionUID = 0L;
     return timings_ == null ? dev.guardwire.v1.Timings.getDefaultInstance() : timings_;
   }
 
+  public static final int TRUNCATED_TURNS_FIELD_NUMBER = 11;
+  private int truncatedTurns_ = 0;
+  /**
+   * <pre>
+   * How many turns were dropped from the start of the conversation so that
+   * the prompt fits the server's max_prompt_tokens. Only a server configured
+   * with `truncate: drop_oldest_turns` drops turns (oldest first, whole
+   * user/assistant pairs, never the assessed turn); by default a conversation
+   * over the limit fails with INVALID_ARGUMENT (LIMIT_EXCEEDED) instead.
+   * 0: the whole conversation was assessed.
+   * </pre>
+   *
+   * <code>uint32 truncated_turns = 11;</code>
+   * @return The truncatedTurns.
+   */
+  @java.lang.Override
+  public int getTruncatedTurns() {
+    return truncatedTurns_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -455,6 +475,9 @@ private static final long serialVersionUID = 0L;
     }
     if (timings_ != null) {
       output.writeMessage(10, getTimings());
+    }
+    if (truncatedTurns_ != 0) {
+      output.writeUInt32(11, truncatedTurns_);
     }
     getUnknownFields().writeTo(output);
   }
@@ -503,6 +526,10 @@ private static final long serialVersionUID = 0L;
       size += com.google.protobuf.CodedOutputStream
         .computeMessageSize(10, getTimings());
     }
+    if (truncatedTurns_ != 0) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeUInt32Size(11, truncatedTurns_);
+    }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
     return size;
@@ -542,6 +569,8 @@ private static final long serialVersionUID = 0L;
       if (!getTimings()
           .equals(other.getTimings())) return false;
     }
+    if (getTruncatedTurns()
+        != other.getTruncatedTurns()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -582,6 +611,8 @@ private static final long serialVersionUID = 0L;
       hash = (37 * hash) + TIMINGS_FIELD_NUMBER;
       hash = (53 * hash) + getTimings().hashCode();
     }
+    hash = (37 * hash) + TRUNCATED_TURNS_FIELD_NUMBER;
+    hash = (53 * hash) + getTruncatedTurns();
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -741,6 +772,7 @@ private static final long serialVersionUID = 0L;
         timingsBuilder_.dispose();
         timingsBuilder_ = null;
       }
+      truncatedTurns_ = 0;
       return this;
     }
 
@@ -821,6 +853,9 @@ private static final long serialVersionUID = 0L;
         result.timings_ = timingsBuilder_ == null
             ? timings_
             : timingsBuilder_.build();
+      }
+      if (((from_bitField0_ & 0x00000400) != 0)) {
+        result.truncatedTurns_ = truncatedTurns_;
       }
     }
 
@@ -948,6 +983,9 @@ private static final long serialVersionUID = 0L;
       if (other.hasTimings()) {
         mergeTimings(other.getTimings());
       }
+      if (other.getTruncatedTurns() != 0) {
+        setTruncatedTurns(other.getTruncatedTurns());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -1042,6 +1080,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000200;
               break;
             } // case 82
+            case 88: {
+              truncatedTurns_ = input.readUInt32();
+              bitField0_ |= 0x00000400;
+              break;
+            } // case 88
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -2325,6 +2368,65 @@ private static final long serialVersionUID = 0L;
         timings_ = null;
       }
       return timingsBuilder_;
+    }
+
+    private int truncatedTurns_ ;
+    /**
+     * <pre>
+     * How many turns were dropped from the start of the conversation so that
+     * the prompt fits the server's max_prompt_tokens. Only a server configured
+     * with `truncate: drop_oldest_turns` drops turns (oldest first, whole
+     * user/assistant pairs, never the assessed turn); by default a conversation
+     * over the limit fails with INVALID_ARGUMENT (LIMIT_EXCEEDED) instead.
+     * 0: the whole conversation was assessed.
+     * </pre>
+     *
+     * <code>uint32 truncated_turns = 11;</code>
+     * @return The truncatedTurns.
+     */
+    @java.lang.Override
+    public int getTruncatedTurns() {
+      return truncatedTurns_;
+    }
+    /**
+     * <pre>
+     * How many turns were dropped from the start of the conversation so that
+     * the prompt fits the server's max_prompt_tokens. Only a server configured
+     * with `truncate: drop_oldest_turns` drops turns (oldest first, whole
+     * user/assistant pairs, never the assessed turn); by default a conversation
+     * over the limit fails with INVALID_ARGUMENT (LIMIT_EXCEEDED) instead.
+     * 0: the whole conversation was assessed.
+     * </pre>
+     *
+     * <code>uint32 truncated_turns = 11;</code>
+     * @param value The truncatedTurns to set.
+     * @return This builder for chaining.
+     */
+    public Builder setTruncatedTurns(int value) {
+      
+      truncatedTurns_ = value;
+      bitField0_ |= 0x00000400;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * How many turns were dropped from the start of the conversation so that
+     * the prompt fits the server's max_prompt_tokens. Only a server configured
+     * with `truncate: drop_oldest_turns` drops turns (oldest first, whole
+     * user/assistant pairs, never the assessed turn); by default a conversation
+     * over the limit fails with INVALID_ARGUMENT (LIMIT_EXCEEDED) instead.
+     * 0: the whole conversation was assessed.
+     * </pre>
+     *
+     * <code>uint32 truncated_turns = 11;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearTruncatedTurns() {
+      bitField0_ = (bitField0_ & ~0x00000400);
+      truncatedTurns_ = 0;
+      onChanged();
+      return this;
     }
     @java.lang.Override
     public final Builder setUnknownFields(

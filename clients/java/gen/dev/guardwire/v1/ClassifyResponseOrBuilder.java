@@ -237,4 +237,19 @@ public interface ClassifyResponseOrBuilder extends
    * <code>.guardwire.v1.Timings timings = 10;</code>
    */
   dev.guardwire.v1.TimingsOrBuilder getTimingsOrBuilder();
+
+  /**
+   * <pre>
+   * How many turns were dropped from the start of the conversation so that
+   * the prompt fits the server's max_prompt_tokens. Only a server configured
+   * with `truncate: drop_oldest_turns` drops turns (oldest first, whole
+   * user/assistant pairs, never the assessed turn); by default a conversation
+   * over the limit fails with INVALID_ARGUMENT (LIMIT_EXCEEDED) instead.
+   * 0: the whole conversation was assessed.
+   * </pre>
+   *
+   * <code>uint32 truncated_turns = 11;</code>
+   * @return The truncatedTurns.
+   */
+  int getTruncatedTurns();
 }

@@ -98,7 +98,7 @@ public final class GuardServiceProto {
       "dwire.v1.Conversation\022 \n\004role\030\002 \001(\0162\022.gu" +
       "ardwire.v1.Role\022$\n\006policy\030\003 \001(\0132\024.guardw" +
       "ire.v1.Policy\022.\n\007options\030\004 \001(\0132\035.guardwi" +
-      "re.v1.ClassifyOptions\"\336\002\n\020ClassifyRespon" +
+      "re.v1.ClassifyOptions\"\367\002\n\020ClassifyRespon" +
       "se\022&\n\007verdict\030\001 \001(\0162\025.guardwire.v1.Verdi" +
       "ct\022\024\n\014unsafe_score\030\002 \001(\002\022\021\n\tthreshold\030\003 " +
       "\001(\002\022/\n\ncategories\030\004 \003(\0132\033.guardwire.v1.C" +
@@ -107,48 +107,49 @@ public final class GuardServiceProto {
       "ole\030\006 \001(\0162\022.guardwire.v1.Role\022\021\n\tpolicy_" +
       "id\030\007 \001(\t\022\020\n\010model_id\030\010 \001(\t\022\032\n\022verdict_to" +
       "ken_mass\030\t \001(\002\022&\n\007timings\030\n \001(\0132\025.guardw" +
-      "ire.v1.Timings\"\025\n\023GetModelInfoRequest\"\231\001" +
-      "\n\006Limits\022\021\n\tmax_turns\030\001 \001(\r\022\036\n\026max_conve" +
-      "rsation_bytes\030\002 \001(\r\022\031\n\021max_prompt_tokens" +
-      "\030\003 \001(\r\022\026\n\016max_categories\030\004 \001(\r\022\026\n\016max_ba" +
-      "tch_size\030\005 \001(\r\022\021\n\tmax_queue\030\006 \001(\r\"\265\002\n\024Ge" +
-      "tModelInfoResponse\022\020\n\010model_id\030\001 \001(\t\022\020\n\010" +
-      "revision\030\002 \001(\t\022\016\n\006family\030\003 \001(\t\022\017\n\007backen" +
-      "d\030\004 \001(\t\022\016\n\006device\030\005 \001(\t\022\r\n\005dtype\030\006 \001(\t\0222" +
-      "\n\022default_categories\030\007 \003(\0132\026.guardwire.v" +
-      "1.Category\022$\n\006limits\030\010 \001(\0132\024.guardwire.v" +
-      "1.Limits\022\031\n\021default_threshold\030\t \001(\002\022\025\n\rt" +
-      "emplate_hash\030\n \001(\t\022\031\n\021verdict_token_ids\030" +
-      "\013 \003(\005\022\022\n\npolicy_ids\030\014 \003(\t\"8\n\007Cadence\022\024\n\014" +
-      "every_tokens\030\001 \001(\r\022\027\n\017at_sentence_end\030\002 " +
-      "\001(\010\"\267\001\n\nStreamOpen\022$\n\006policy\030\001 \001(\0132\024.gua" +
-      "rdwire.v1.Policy\022.\n\007options\030\002 \001(\0132\035.guar" +
-      "dwire.v1.ClassifyOptions\022&\n\007cadence\030\003 \001(" +
-      "\0132\025.guardwire.v1.Cadence\022+\n\007history\030\004 \001(" +
-      "\0132\032.guardwire.v1.Conversation\"\035\n\rRespons" +
-      "eDelta\022\014\n\004text\030\001 \001(\t\"\n\n\010CheckNow\"\013\n\tEndO" +
-      "fTurn\"\364\001\n\025StreamClassifyRequest\022(\n\004open\030" +
-      "\001 \001(\0132\030.guardwire.v1.StreamOpenH\000\022\"\n\004tur" +
-      "n\030\002 \001(\0132\022.guardwire.v1.TurnH\000\022,\n\005delta\030\003" +
-      " \001(\0132\033.guardwire.v1.ResponseDeltaH\000\022\'\n\005c" +
-      "heck\030\004 \001(\0132\026.guardwire.v1.CheckNowH\000\022.\n\013" +
-      "end_of_turn\030\005 \001(\0132\027.guardwire.v1.EndOfTu" +
-      "rnH\000B\006\n\004kind\"\342\001\n\026StreamClassifyResponse\022" +
-      "\020\n\010sequence\030\001 \001(\004\022.\n\006result\030\002 \001(\0132\036.guar" +
-      "dwire.v1.ClassifyResponse\022\022\n\nturn_index\030" +
-      "\003 \001(\r\022\033\n\023safe_through_offset\030\004 \001(\004\022\032\n\022sa" +
-      "fe_through_token\030\005 \001(\r\022\r\n\005final\030\006 \001(\010\022*\n" +
-      "\007latency\030\007 \001(\0132\031.google.protobuf.Duratio" +
-      "n2\221\002\n\014GuardService\022I\n\010Classify\022\035.guardwi" +
-      "re.v1.ClassifyRequest\032\036.guardwire.v1.Cla" +
-      "ssifyResponse\022_\n\016StreamClassify\022#.guardw" +
-      "ire.v1.StreamClassifyRequest\032$.guardwire" +
-      ".v1.StreamClassifyResponse(\0010\001\022U\n\014GetMod" +
-      "elInfo\022!.guardwire.v1.GetModelInfoReques" +
-      "t\032\".guardwire.v1.GetModelInfoResponseBo\n" +
-      "\020dev.guardwire.v1B\021GuardServiceProtoP\001ZF" +
-      "github.com/guardwire/guardwire/clients/g" +
-      "o/gen/guardwire/v1;guardwirev1b\006proto3"
+      "ire.v1.Timings\022\027\n\017truncated_turns\030\013 \001(\r\"" +
+      "\025\n\023GetModelInfoRequest\"\231\001\n\006Limits\022\021\n\tmax" +
+      "_turns\030\001 \001(\r\022\036\n\026max_conversation_bytes\030\002" +
+      " \001(\r\022\031\n\021max_prompt_tokens\030\003 \001(\r\022\026\n\016max_c" +
+      "ategories\030\004 \001(\r\022\026\n\016max_batch_size\030\005 \001(\r\022" +
+      "\021\n\tmax_queue\030\006 \001(\r\"\265\002\n\024GetModelInfoRespo" +
+      "nse\022\020\n\010model_id\030\001 \001(\t\022\020\n\010revision\030\002 \001(\t\022" +
+      "\016\n\006family\030\003 \001(\t\022\017\n\007backend\030\004 \001(\t\022\016\n\006devi" +
+      "ce\030\005 \001(\t\022\r\n\005dtype\030\006 \001(\t\0222\n\022default_categ" +
+      "ories\030\007 \003(\0132\026.guardwire.v1.Category\022$\n\006l" +
+      "imits\030\010 \001(\0132\024.guardwire.v1.Limits\022\031\n\021def" +
+      "ault_threshold\030\t \001(\002\022\025\n\rtemplate_hash\030\n " +
+      "\001(\t\022\031\n\021verdict_token_ids\030\013 \003(\005\022\022\n\npolicy" +
+      "_ids\030\014 \003(\t\"8\n\007Cadence\022\024\n\014every_tokens\030\001 " +
+      "\001(\r\022\027\n\017at_sentence_end\030\002 \001(\010\"\267\001\n\nStreamO" +
+      "pen\022$\n\006policy\030\001 \001(\0132\024.guardwire.v1.Polic" +
+      "y\022.\n\007options\030\002 \001(\0132\035.guardwire.v1.Classi" +
+      "fyOptions\022&\n\007cadence\030\003 \001(\0132\025.guardwire.v" +
+      "1.Cadence\022+\n\007history\030\004 \001(\0132\032.guardwire.v" +
+      "1.Conversation\"\035\n\rResponseDelta\022\014\n\004text\030" +
+      "\001 \001(\t\"\n\n\010CheckNow\"\013\n\tEndOfTurn\"\364\001\n\025Strea" +
+      "mClassifyRequest\022(\n\004open\030\001 \001(\0132\030.guardwi" +
+      "re.v1.StreamOpenH\000\022\"\n\004turn\030\002 \001(\0132\022.guard" +
+      "wire.v1.TurnH\000\022,\n\005delta\030\003 \001(\0132\033.guardwir" +
+      "e.v1.ResponseDeltaH\000\022\'\n\005check\030\004 \001(\0132\026.gu" +
+      "ardwire.v1.CheckNowH\000\022.\n\013end_of_turn\030\005 \001" +
+      "(\0132\027.guardwire.v1.EndOfTurnH\000B\006\n\004kind\"\342\001" +
+      "\n\026StreamClassifyResponse\022\020\n\010sequence\030\001 \001" +
+      "(\004\022.\n\006result\030\002 \001(\0132\036.guardwire.v1.Classi" +
+      "fyResponse\022\022\n\nturn_index\030\003 \001(\r\022\033\n\023safe_t" +
+      "hrough_offset\030\004 \001(\004\022\032\n\022safe_through_toke" +
+      "n\030\005 \001(\r\022\r\n\005final\030\006 \001(\010\022*\n\007latency\030\007 \001(\0132" +
+      "\031.google.protobuf.Duration2\221\002\n\014GuardServ" +
+      "ice\022I\n\010Classify\022\035.guardwire.v1.ClassifyR" +
+      "equest\032\036.guardwire.v1.ClassifyResponse\022_" +
+      "\n\016StreamClassify\022#.guardwire.v1.StreamCl" +
+      "assifyRequest\032$.guardwire.v1.StreamClass" +
+      "ifyResponse(\0010\001\022U\n\014GetModelInfo\022!.guardw" +
+      "ire.v1.GetModelInfoRequest\032\".guardwire.v" +
+      "1.GetModelInfoResponseBo\n\020dev.guardwire." +
+      "v1B\021GuardServiceProtoP\001ZFgithub.com/guar" +
+      "dwire/guardwire/clients/go/gen/guardwire" +
+      "/v1;guardwirev1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -174,7 +175,7 @@ public final class GuardServiceProto {
     internal_static_guardwire_v1_ClassifyResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_guardwire_v1_ClassifyResponse_descriptor,
-        new java.lang.String[] { "Verdict", "UnsafeScore", "Threshold", "Categories", "CategoryScores", "AssessedRole", "PolicyId", "ModelId", "VerdictTokenMass", "Timings", });
+        new java.lang.String[] { "Verdict", "UnsafeScore", "Threshold", "Categories", "CategoryScores", "AssessedRole", "PolicyId", "ModelId", "VerdictTokenMass", "Timings", "TruncatedTurns", });
     internal_static_guardwire_v1_GetModelInfoRequest_descriptor =
       getDescriptor().getMessageTypes().get(3);
     internal_static_guardwire_v1_GetModelInfoRequest_fieldAccessorTable = new
