@@ -54,6 +54,7 @@ from typing import Any
 
 from backends._optional import require
 from backends.base import Readout, ScoreItem, ScoreResult
+from backends.hf_compat import cache_kwargs, output_cache
 
 __all__ = [
     "GRAPH_FILE",
@@ -161,7 +162,7 @@ def _score_module(model: Any) -> Any:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
+                **cache_kwargs(self.decoder, cache),
                 use_cache=True,
             )
             hidden = out.last_hidden_state
@@ -172,7 +173,7 @@ def _score_module(model: Any) -> Any:
             logits = self._project(h.float(), w.index_select(0, vocab_ids).float(), sub_bias)
             lse = torch.logsumexp(self._project(h.index_select(0, lse_index), w, bias), dim=-1)
             presents = [
-                t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)
+                t for layer in output_cache(out).layers for t in (layer.keys, layer.values)
             ]
             return (logits, lse, *presents)
 

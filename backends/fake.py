@@ -113,6 +113,7 @@ class FakeBackend:
         self._closed = False
         self._lock = threading.Lock()
         self.batch_sizes: list[int] = []  # one entry per score() call, for batcher tests
+        self.cache_clears = 0  # clear_caches() calls, for fault tests
         self._info = BackendInfo(
             name="fake",
             model_ref=model_ref,
@@ -163,6 +164,12 @@ class FakeBackend:
     def close(self) -> None:
         self._closed = True
         self._seen.clear()
+
+    def clear_caches(self) -> None:
+        """Forget the emulated prefix cache (the server calls this after out-of-memory)."""
+        with self._lock:
+            self._seen.clear()
+            self.cache_clears += 1
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """ONNX Runtime backend: scores items with a graph written by ``guardwire export-onnx``.
 
-Same behaviour as :mod:`backends.torch_hf` (shared item helpers from :mod:`backends.fake`):
-the KV of each distinct prefix is computed once (the graph with a zero-length past) and kept in
-a byte-bounded LRU keyed by the prefix tokens; each prefix group then runs its tails as
-right-padded batches on top of that KV, which the graph broadcasts to the batch. The graph
+Same behaviour as :mod:`backends.torch_hf` (its :class:`PrefixCache` and token accounting, the
+item helpers of :mod:`backends.fake`): the KV of each distinct prefix is computed once (the graph
+with a zero-length past, or on top of the longest cached token prefix: the graph's present KV
+fed back as past, which is also how a stream's growing conversation costs only its new tokens)
+and kept in a byte-bounded LRU keyed by the prefix tokens; each prefix group then runs its tails
+as right-padded batches on top of that KV, which the graph broadcasts to the batch. The graph
 returns only the readout logits and the asked-for log-sum-exps (see :mod:`backends.export_onnx`).
 
 Execution providers are chosen once, at load. ``onnxruntime-gpu`` lists the CUDA provider even on
@@ -34,8 +36,8 @@ from backends.base import (
     ScoreResult,
     WeightsNotFound,
 )
-from backends.fake import group_by_prefix, resolve_positions, token_accounting
-from backends.torch_hf import PrefixCache
+from backends.fake import group_by_prefix, resolve_positions
+from backends.torch_hf import PrefixCache, prefix_token_accounting
 
 __all__ = ["GRAPH_OPTIMIZATION_LEVELS", "OnnxBackend"]
 
@@ -68,25 +70,11 @@ def _nbytes(x: Any) -> int:
 
 
 class OrtPrefixCache(PrefixCache):
-    """:class:`backends.torch_hf.PrefixCache` for numpy arrays / OrtValues."""
+    """:class:`backends.torch_hf.PrefixCache` (longest-prefix reuse included) for numpy arrays
+    / OrtValues."""
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def put(self, key: tuple[int, ...], kv: KV) -> bool:
-        size = sum(_nbytes(k) + _nbytes(v) for k, v in kv)
-        if size > self.max_bytes:
-            return False
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        while self._entries and self.bytes + size > self.max_bytes:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self.bytes -= evicted
-            self.evictions += 1
-        self._entries[key] = (kv, size)
-        self.bytes += size
-        return True
+    def _size(self, kv: KV) -> int:
+        return sum(_nbytes(k) + _nbytes(v) for k, v in kv)
 
 
 def read_metadata(model_dir: str | Path) -> dict[str, Any]:
@@ -296,51 +284,25 @@ class OnnxBackend:
         positions = resolve_positions(items, self._info.vocab_size)
         groups = group_by_prefix(items)
         readouts: list[list[ReadoutResult]] = [[] for _ in items]
-        cached: set[tuple[int, ...]] = set()
+        reused: dict[tuple[int, ...], int] = {}
         try:
-            for prefix, idxs in groups.items():
+            # shortest prefixes first: a longer one in the same batch can extend them; a miss
+            # computes only the tokens past the longest cached prefix (PrefixCache.fetch)
+            for prefix, idxs in sorted(groups.items(), key=lambda g: len(g[0])):
                 kv = None
                 if prefix:
-                    kv = self._cache.get(prefix) if self._cache.max_bytes else None
-                    if kv is None:
-                        kv = self._prefill(prefix)
-                        self._cache.put(prefix, kv)
-                    else:
-                        cached.add(prefix)
+                    kv, reused[prefix] = self._cache.fetch(prefix, self._prefill)
                 for chunk in self._chunks(items, idxs):
                     self._run_chunk(items, positions, chunk, len(prefix), kv, readouts)
         except BackendError:
             raise
         except Exception as exc:
             raise InferenceError(f"ONNX Runtime run failed: {type(exc).__name__}: {exc}") from exc
-        tokens = token_accounting(items, groups, cached)
+        tokens = prefix_token_accounting(items, groups, reused)
         return [
             ScoreResult(tuple(r), computed, hit)
             for r, (computed, hit) in zip(readouts, tokens, strict=True)
         ]
-
-    def extend_prefix(self, prefix: Sequence[int], new_ids: Sequence[int]) -> tuple[int, ...]:
-        """Cache the KV of ``prefix + new_ids``, computing only ``new_ids`` on top of the cached
-        KV of ``prefix`` (computed first if absent), and return that longer prefix: items using
-        it as ``prefix_ids`` then hit the cache. For streams, whose conversation grows by a few
-        tokens at a time. A no-op when the cache is off or the KV does not fit."""
-        if self._session is None:
-            raise BackendUnhealthy("backend is closed")
-        base, new = tuple(prefix), tuple(new_ids)
-        key = base + new
-        if not self._cache.max_bytes or not new or key in self._cache:
-            return key
-        if any(not 0 <= t < self._info.vocab_size for t in new):
-            raise ValueError(f"token id outside vocabulary of {self._info.vocab_size}")
-        try:
-            kv = self._cache.get(base) if base else None
-            if base and kv is None:
-                kv = self._prefill(base)
-                self._cache.put(base, kv)
-            self._cache.put(key, self._prefill(new, kv, len(base)))
-        except Exception as exc:
-            raise InferenceError(f"ONNX Runtime run failed: {type(exc).__name__}: {exc}") from exc
-        return key
 
     def warmup(self, items: Sequence[ScoreItem]) -> None:
         self.score(items)

@@ -184,16 +184,18 @@ def test_io_binding_and_optimisation_levels_agree(onnx_dir: Path, backend: OnnxB
         OnnxBackend.load(str(onnx_dir), graph_optimization_level="max")
 
 
-def test_extend_prefix_streams_the_kv(backend: OnnxBackend, reference) -> None:
+def test_longer_prefix_extends_the_cached_one(backend: OnnxBackend, reference) -> None:
     rng = random.Random(11)
-    base = tuple(rng.randrange(VOCAB) for _ in range(60))
-    key = base
+    key = tuple(rng.randrange(VOCAB) for _ in range(60))
+    backend.score(_items(12, 1, prefix=key))
     for _ in range(3):  # a stream: the prefix grows chunk by chunk, each chunk computed once
-        key = backend.extend_prefix(key, [rng.randrange(VOCAB) for _ in range(rng.randint(1, 9))])
-    items = _items(12, 3, prefix=key)
-    res = backend.score(items)
-    assert all(r.cached_tokens == len(key) for r in res)  # served from the extended KV
-    _assert_matches(reference, items, res)
+        chunk = tuple(rng.randrange(VOCAB) for _ in range(rng.randint(1, 9)))
+        items = _items(13, 3, prefix=key + chunk)
+        res = backend.score(items)
+        assert res[0].cached_tokens == len(key)  # present -> past: only the chunk was computed
+        assert res[0].computed_tokens == len(chunk) + len(items[0].tail_ids)
+        _assert_matches(reference, items, res)
+        key += chunk
 
 
 def test_readouts_without_lse_and_item_errors(backend: OnnxBackend) -> None:
