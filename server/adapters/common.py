@@ -9,12 +9,15 @@ from typing import Generic, TypeVar
 
 from server.adapters.tokenization import Segment, Special
 
-__all__ = ["Cache", "common_prefix", "segments_text", "softmax"]
+__all__ = ["BODY_CACHE_MARGIN", "Cache", "common_prefix", "segments_text", "softmax", "split_body"]
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 CACHE_MAX = 1024
+# conversation tokens kept out of a stream check's cacheable prefix: the end of a growing text
+# may re-tokenize when more arrives (a word completed, the turn's closing "\n\n" merged)
+BODY_CACHE_MARGIN = 4
 
 
 class Cache(Generic[K, V]):
@@ -60,3 +63,16 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> list[int]:
             break
         out.append(column[0])
     return out
+
+
+def split_body(
+    prefix: Sequence[int],
+    text_ids: Sequence[int],
+    suffix_len: int,
+    margin: int = BODY_CACHE_MARGIN,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Move the conversation tokens at the start of ``text_ids`` (body then ``suffix_len``
+    instruction tokens), except the last ``margin``, into the cacheable ``prefix``; returns
+    (prefix, rest of text_ids). The concatenation ``prefix + text_ids`` is unchanged."""
+    cut = max(0, len(text_ids) - max(0, suffix_len) - max(0, margin))
+    return (*prefix, *text_ids[:cut]), tuple(text_ids[cut:])

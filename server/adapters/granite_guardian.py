@@ -236,7 +236,8 @@ _THIRD = {
         " either 'Yes' or 'No'."
     ),
 }
-_TURN_OPEN = "\n\n<start_of_turn>\nUser Message: "
+# the prefix ends before the space: BPE pre-tokenizers attach a space to the next word
+_TURN_OPEN = "\n\n<start_of_turn>\nUser Message:"
 _DEFINITION = (
     "\n<end_of_turn>\n\nOur safety risk definition is defined below:\n"
     "<start_of_risk_definition>\n* {definition}\n<end_of_risk_definition>\n\n"
@@ -365,8 +366,8 @@ class GraniteGuardianAdapter:
     def _body(conversation: Conversation, role: Role) -> str:
         turns = conversation.turns
         if role is Role.USER:
-            return turns[-1].content
-        return f"{turns[-2].content}\nAssistant Message: {turns[-1].content}"
+            return f" {turns[-1].content}"
+        return f" {turns[-2].content}\nAssistant Message: {turns[-1].content}"
 
     @staticmethod
     def _prefix_segments(first: str) -> list[Segment]:
@@ -406,7 +407,13 @@ class GraniteGuardianAdapter:
             self._prefix_cache.put(first, ids)
         return ids
 
-    def encode(self, conversation: Conversation, policy: Policy) -> EncodedPrompt:
+    def encode(
+        self, conversation: Conversation, policy: Policy, *, cache_body: bool = False
+    ) -> EncodedPrompt:
+        """One pass per category. ``cache_body`` (stream checks) is accepted and ignored: each
+        pass's risk definition follows the conversation, so only the shared header is a
+        cacheable prefix."""
+        del cache_body
         if not policy.categories:
             raise ValueError("policy has no categories")
         role = self._role(conversation)

@@ -36,7 +36,7 @@ from typing import Literal
 
 from backends.base import Readout, ScoreItem, ScoreResult
 from server.adapters.base import EncodedPrompt, PromptText, policy_id
-from server.adapters.common import Cache, common_prefix, segments_text, softmax
+from server.adapters.common import Cache, common_prefix, segments_text, softmax, split_body
 from server.adapters.taxonomy import LLAMA_GUARD_3_1B, LLAMA_GUARD_3_8B, check_policy
 from server.adapters.tokenization import Segment, Special, Tokenizer
 from server.domain import (
@@ -223,6 +223,7 @@ class LlamaGuardAdapter:
         self._answer = answers[name]
         self._prefix_cache: Cache[tuple[Policy, Role], tuple[int, ...]] = Cache()
         self._probe_cache: Cache[Policy, _Probe] = Cache()
+        self._suffix_len_cache: Cache[Role, int] = Cache()
 
     def _resolve(self, conv: AnswerConvention) -> _Answer:
         ctx = self._answer_ctx
@@ -387,23 +388,45 @@ class LlamaGuardAdapter:
             groups=tuple(tuple(codes) for codes in order.values()),
         )
 
-    def encode(self, conversation: Conversation, policy: Policy) -> EncodedPrompt:
+    def _suffix_len(self, role: Role) -> int:
+        """Tokens of the suffix after a body (which always ends with ``\\n\\n``); 0 if the
+        suffix does not start on a token boundary there (only the cache split is affected)."""
+        n = self._suffix_len_cache.get(role)
+        if n is None:
+            segments = self._suffix_segments(TURN_LABEL[role])
+            try:
+                n = len(self._tok.encode_segments(segments, after="\n\n"))
+            except ValueError:
+                n = 0
+            self._suffix_len_cache.put(role, n)
+        return n
+
+    def encode(
+        self, conversation: Conversation, policy: Policy, *, cache_body: bool = False
+    ) -> EncodedPrompt:
+        """``cache_body``: also put the conversation's tokens, but the last few
+        (``BODY_CACHE_MARGIN``), in the item's prefix, for stream checks: a backend that reuses
+        the KV of the longest cached prefix then computes only the text that arrived since the
+        last check. The concatenated token sequence is the same either way."""
         role = self._role(conversation)
         probe = self._probe(policy)
         text_ids = self._tok.encode_segments(
             [self._body(conversation), *self._suffix_segments(TURN_LABEL[role])],
             after=self._fmt.categories_end,
         )
+        prefix = self._prefix_ids(policy, role)
+        if cache_body:
+            prefix, text = split_body(prefix, text_ids, self._suffix_len(role))
+        else:
+            text = tuple(text_ids)
         lead = self._answer.lead
-        tail = (*text_ids, *lead, *probe.ids)
-        verdict_pos = len(text_ids) + len(lead) - 1
+        tail = (*text, *lead, *probe.ids)
+        verdict_pos = len(text) + len(lead) - 1
         readouts = (
             Readout(position=verdict_pos, token_ids=self.verdict_token_ids, with_logsumexp=True),
             Readout(position=len(tail) - 1, token_ids=probe.candidates),
         )
-        item = ScoreItem(
-            prefix_ids=self._prefix_ids(policy, role), tail_ids=tail, readouts=readouts
-        )
+        item = ScoreItem(prefix_ids=prefix, tail_ids=tail, readouts=readouts)
         return EncodedPrompt(item=item, role=role, policy=policy, category_codes=probe.groups)
 
     # -- scoring ------------------------------------------------------------------------------

@@ -105,22 +105,22 @@ def reference_template(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def llama2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Llama 2's SentencePiece model converted to ``tokenizer.json`` (in a tmp dir)."""
+def llama2_tokenizer_dir(request: pytest.FixtureRequest) -> Path:
+    """Llama 2's SentencePiece model converted to ``tokenizer.json`` (pytest cache or tmp)."""
     pytest.importorskip("sentencepiece")
-    from tests.reference_tokenizers import llama2_dir
+    from tests.reference_tokenizers import cached_dir, llama2_dir
 
     _need(REFERENCE / "tokenizers" / "llama2" / "tokenizer.model")
-    return llama2_dir(tmp_path_factory.mktemp("llama2-tokenizer"))
+    return llama2_dir(cached_dir(request, "guardwire-llama2-tokenizer"))
 
 
 @pytest.fixture(scope="session")
-def llama4_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Llama 4's tiktoken ranks converted to ``tokenizer.json`` (in a tmp dir)."""
-    from tests.reference_tokenizers import llama4_dir
+def llama4_tokenizer_dir(request: pytest.FixtureRequest) -> Path:
+    """Llama 4's tiktoken ranks converted to ``tokenizer.json`` (pytest cache or tmp)."""
+    from tests.reference_tokenizers import cached_dir, llama4_dir
 
     _need(REFERENCE / "tokenizers" / "llama4" / "tokenizer.model")
-    return llama4_dir(tmp_path_factory.mktemp("llama4-tokenizer"))
+    return llama4_dir(cached_dir(request, "guardwire-llama4-tokenizer"))
 
 
 @pytest.fixture(scope="session")

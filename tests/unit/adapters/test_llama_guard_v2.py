@@ -3,7 +3,6 @@ the two candidate answer conventions the load probe chooses from."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,7 +161,3 @@ def test_token_parity_property(
     full = adapter.render(c, LLAMA_GUARD_2).full
     ids = raw_llama3.encode(full, add_special_tokens=False).ids
     assert prompt_ids(adapter, c, LLAMA_GUARD_2)[1:] == ids
-
-
-def test_path_unused(tmp_path: Path) -> None:
-    assert tmp_path.is_dir()
