@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,13 @@ from grpc_reflection.v1alpha import reflection
 from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
 from server.config import ConfigError, Settings
 from server.guard import Guard
+from server.health_monitor import HealthMonitor
+from server.interceptors import BearerTokenInterceptor, MalformedRequestInterceptor
 from server.loading import build_guard, policy_check, resolve_model_dir
 from server.policies import PolicyReloader
 from server.servicer import GuardServicer
 from server.telemetry import build_telemetry
+from server.transport import bind, read_token, server_credentials
 
 __all__ = ["GuardServer", "serve"]
 
@@ -59,11 +63,24 @@ class GuardServer:
         self.in_flight = 0  # RPCs being handled (the servicer counts them)
         self._idle = asyncio.Event()
         self._idle.set()
+        self.drain_event = asyncio.Event()  # set on drain: open streams answer and end
+        self.health_monitor: HealthMonitor | None = None  # backend health, once loaded
         self._health = health.aio.HealthServicer()
         self.telemetry = build_telemetry(settings)  # no-op unless otel_enabled
+        # transport security (server.transport): read once; a bad file is a ConfigError
+        self._credentials = server_credentials(settings)
+        token = read_token(settings)
+        interceptors = [*self.telemetry.server_interceptors()]
+        if token is not None:
+            interceptors.append(BearerTokenInterceptor(token))
+        interceptors.append(MalformedRequestInterceptor())
+        max_rpcs = (
+            settings.max_concurrent_rpcs or 2 * (settings.max_queue + settings.max_streams) + 64
+        )
         max_msg = max(4 * 2**20, 4 * settings.max_conversation_bytes)
         self._server = grpc.aio.server(
-            interceptors=self.telemetry.server_interceptors(),
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=max_rpcs,
             options=[
                 ("grpc.max_receive_message_length", max_msg),
                 ("grpc.max_send_message_length", max_msg),
@@ -88,8 +105,9 @@ class GuardServer:
             await self._health.set(name, status)
 
     async def start(self) -> None:
+        unix_mode = int(self.settings.unix_socket_mode, 8)
         for addr in self.settings.listen:
-            port = self._server.add_insecure_port(addr)
+            port = bind(self._server, addr, self._credentials, unix_mode=unix_mode)
             if addr.startswith("unix:"):
                 self.addresses.append(addr)
             else:
@@ -108,6 +126,13 @@ class GuardServer:
             build_guard, self.settings, model_dir, backend_options=self.backend_options
         )
         self.telemetry.instrument(guard)
+        monitor = HealthMonitor(
+            unhealthy_after=self.settings.unhealthy_after_failures,
+            probe_interval_s=self.settings.recovery_probe_s,
+            on_change=self._backend_health_changed,
+        )
+        monitor.attach(guard, inference_timeout_s=self.settings.inference_timeout_s)
+        self.health_monitor = monitor
         await guard.batcher.start()
         self.guard = guard
         if self.settings.config_file:
@@ -118,6 +143,16 @@ class GuardServer:
                 self._spawn(self.policy_reloader.watch(self._policy_watch_s))
         await self._set_health(True)
         log.info("ready: health SERVING")
+
+    def _backend_health_changed(self, healthy: bool, reason: str) -> None:
+        """HealthMonitor callback: SERVING follows the backend's health (never while draining)."""
+        if not self.draining and self.guard is not None:
+            self._spawn(self._sync_health())
+
+    async def _sync_health(self) -> None:
+        monitor = self.health_monitor
+        if not self.draining:
+            await self._set_health(monitor is None or monitor.healthy)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -151,6 +186,9 @@ class GuardServer:
         the grace period; then the server stops."""
         grace = self.settings.drain_grace_s if grace_s is None else grace_s
         self.draining = True
+        self.drain_event.set()  # open streams answer what they owe, then end (server.drain)
+        if self.health_monitor is not None:
+            self.health_monitor.close()
         for task in list(self._background):
             task.cancel()
         await self._set_health(False)
@@ -170,10 +208,15 @@ class GuardServer:
         await self._server.wait_for_termination()
 
 
-async def serve(settings: Settings, *, model_dir: Path | None = None) -> int:
+async def serve(
+    settings: Settings,
+    *,
+    model_dir: Path | None = None,
+    backend_options: dict[str, Any] | None = None,
+) -> int:
     """Runs until SIGTERM/SIGINT, then drains. Returns the process exit code."""
     try:
-        server = GuardServer(settings, model_dir=model_dir)
+        server = GuardServer(settings, model_dir=model_dir, backend_options=backend_options)
     except ConfigError as exc:  # e.g. otel_enabled without the otel extra installed
         log.error("configuration error: %s", exc)
         return 2
@@ -197,4 +240,9 @@ async def serve(settings: Settings, *, model_dir: Path | None = None) -> int:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await load_task
     await server.drain()
+    if server.guard is not None and server.guard.batcher.hung:
+        # the interpreter would join the stuck worker thread at exit, forever: leave now
+        log.error("an inference call is still stuck after the drain; exiting without it")
+        logging.shutdown()
+        os._exit(0)
     return 0

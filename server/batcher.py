@@ -26,6 +26,11 @@ Policy, in the order it is applied:
   items get ``DeadlineExpired``.
 * **Failures.** If ``score_fn`` raises, or returns the wrong number of results, every item of that
   batch gets its own ``BackendFailure`` chained to the cause; other batches are unaffected.
+* **Watchdog.** With ``inference_timeout_s`` set, a batch whose ``score_fn`` call has not returned
+  in time fails like a raising one (``InferenceTimeout``: "inference exceeded X s") without
+  waiting for the thread; queued items fail too, and until the stuck call returns no batch is
+  launched and ``submit`` raises ``BackendFailure`` at once. ``watch`` (``server.health_monitor``)
+  hears of every batch's outcome and of the stuck call.
 * **Outcomes.** Every admitted item ends with exactly one outcome: a ``BatchOutcome`` or an
   exception. ``stop(drain=True)`` scores everything queued first; ``stop(drain=False)`` fails queued
   items with ``Draining`` (a running batch still finishes and delivers).
@@ -52,7 +57,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from backends.base import ScoreItem, ScoreResult
+from backends.base import InferenceError, ScoreItem, ScoreResult
 from server.errors import BackendFailure, DeadlineExpired, Draining, Overloaded
 
 __all__ = [
@@ -60,7 +65,9 @@ __all__ = [
     "BatchOutcome",
     "BatchTrace",
     "BatchTracer",
+    "BatchWatch",
     "BatcherLimits",
+    "InferenceTimeout",
     "MicroBatcher",
     "ScoreFn",
 ]
@@ -86,6 +93,20 @@ class BatchTrace(Protocol):
 
 #: ``trace_batch(batch_size, batch_tokens)``, called when a batch is launched.
 BatchTracer = Callable[[int, int], BatchTrace]
+
+
+class InferenceTimeout(InferenceError):
+    """The watchdog gave up on a ``score_fn`` call (the thread may still be running)."""
+
+
+class BatchWatch(Protocol):
+    """Hears how batches end (``server.health_monitor.HealthMonitor``); called on the loop."""
+
+    def batch_finished(self, size: int, error: BaseException | None) -> None: ...
+
+    def inference_hung(self, timeout_s: float) -> None: ...
+
+    def inference_returned(self, error: BaseException | None) -> None: ...
 
 
 class _NoTrace:
@@ -195,6 +216,9 @@ class MicroBatcher:
         self._padded = padded
         self.on_batch = on_batch
         self.trace_batch = trace_batch
+        self.inference_timeout_s: float | None = None  # the watchdog (None or 0: off)
+        self.watch: BatchWatch | None = None
+        self._hung: asyncio.Future[list[ScoreResult]] | None = None  # a call the watchdog left
         self._groups: dict[Hashable, list[_Entry]] = {}  # each list in arrival order
         self._prepared: list[_Entry] = []
         self._running: asyncio.Task[None] | None = None
@@ -215,6 +239,15 @@ class MicroBatcher:
     def in_flight(self) -> int:
         """Admitted items not yet finished (queued plus running): what ``max_queue`` bounds."""
         return self._admitted
+
+    @property
+    def hung(self) -> bool:
+        """A ``score_fn`` call outlived the watchdog and has not returned yet."""
+        return self._hung is not None
+
+    def wrap_score_fn(self, wrapper: Callable[[ScoreFn], ScoreFn]) -> None:
+        """Replace ``score_fn`` by ``wrapper(score_fn)`` (runs in the executor thread)."""
+        self._score_fn = wrapper(self._score_fn)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -252,24 +285,11 @@ class MicroBatcher:
         Raises ``Overloaded`` (queue full), ``DeadlineExpired`` (before inference), ``Draining``
         (stopping) or ``BackendFailure`` (its batch failed). Cancelling the caller drops the item.
         """
-        if self._owner is None:
-            raise RuntimeError("MicroBatcher.start() must be awaited before submit()")
-        if self._stopping:
-            raise Draining("the batcher is stopping and accepts no new items")
-        if self._owner.done():
-            raise BackendFailure("the batcher's scheduler task has died; see the server log")
+        self.check_admission()
         now = self._clock()
         if deadline is not None and deadline <= now:
             raise DeadlineExpired(
                 "deadline expired before the item was queued", metadata={"queue_ms": "0.0"}
-            )
-        limits = self.limits
-        if self._admitted >= limits.max_queue:
-            raise Overloaded(
-                f"the batcher queue is full ({limits.max_queue} items queued or running); "
-                f"retry after {limits.retry_after_s:g} s",
-                retry_after_s=limits.retry_after_s,
-                queue_limit=limits.max_queue,
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[BatchOutcome] = loop.create_future()
@@ -294,6 +314,29 @@ class MicroBatcher:
                 future.exception()  # an outcome raced the cancel: mark it retrieved, drop it
             raise
 
+    def check_admission(self) -> None:
+        """Raise at once what ``submit`` would refuse with (stopping, stuck backend, full
+        queue), so that a caller can refuse before it spends work (rendering) on an item."""
+        if self._owner is None:
+            raise RuntimeError("MicroBatcher.start() must be awaited before submit()")
+        if self._stopping:
+            raise Draining("the batcher is stopping and accepts no new items")
+        if self._owner.done():
+            raise BackendFailure("the batcher's scheduler task has died; see the server log")
+        if self._hung is not None:
+            raise BackendFailure(
+                f"the backend is unhealthy: an inference call has not returned after "
+                f"{self.inference_timeout_s:g}s; retry later or on another replica"
+            )
+        limits = self.limits
+        if self._admitted >= limits.max_queue:
+            raise Overloaded(
+                f"the batcher queue is full ({limits.max_queue} items queued or running); "
+                f"retry after {limits.retry_after_s:g} s",
+                retry_after_s=limits.retry_after_s,
+                queue_limit=limits.max_queue,
+            )
+
     # -- owner task ----------------------------------------------------------------------------
 
     async def _own(self) -> None:
@@ -303,7 +346,11 @@ class MicroBatcher:
                 self._wakeup.clear()
                 if self._running is not None and self._running.done():
                     self._running = None
-                busy = self._running is not None
+                busy = self._running is not None or self._hung is not None
+                if self._hung is not None and self._stopping and self._running is None:
+                    # stopping behind a stuck call: nothing queued can ever run
+                    self._fail_queued(BackendFailure, "the backend is stuck; the batcher stopped")
+                    return
                 if self._prepared and not busy:
                     batch, self._prepared = self._prepared, []
                     self._launch(batch)
@@ -446,7 +493,7 @@ class MicroBatcher:
         queue_waits = [started - entry.enqueued_at for entry in batch]
         try:
             try:
-                results = await work
+                results = await self._await_inference(work, n)
                 if len(results) != n:
                     raise ValueError(f"score_fn returned {len(results)} results for {n} items")
             except Exception as exc:
@@ -458,8 +505,10 @@ class MicroBatcher:
                     )
                     failure.__cause__ = exc
                     self._fail(entry, failure)
+                error: BaseException | None = exc
             else:
                 inference_s = self._clock() - started
+                error = None
                 _finish(trace, results, None)
                 for entry, result, queue_s in zip(batch, results, queue_waits, strict=True):
                     if not entry.future.done():  # a cancelled caller's result is discarded
@@ -467,6 +516,7 @@ class MicroBatcher:
                             BatchOutcome(result, queue_s, inference_s, n, trace.context)
                         )
             self._report(n, self._cost(batch), queue_waits, inference_s)
+            self._tell("batch_finished", n, error)
         finally:
             for entry in batch:  # never leave a waiter hanging, whatever happened above
                 if not entry.future.done():
@@ -474,6 +524,47 @@ class MicroBatcher:
                 entry.state = _State.DONE
                 self._release(entry)
             self._wakeup.set()
+
+    async def _await_inference(
+        self, work: asyncio.Future[list[ScoreResult]], n: int
+    ) -> list[ScoreResult]:
+        """``await work``, or raise ``InferenceTimeout`` once the watchdog's time is up; the
+        call is then remembered as hung until it returns."""
+        timeout = self.inference_timeout_s
+        if not timeout or timeout <= 0:
+            return await work
+        done, _ = await asyncio.wait({work}, timeout=timeout)
+        if work in done:
+            return work.result()
+        self._hung = work
+        work.add_done_callback(self._hung_returned)
+        logger.error(
+            "inference exceeded %gs on a batch of %d items; failing it and every queued item, "
+            "no new batch until the call returns",
+            timeout,
+            n,
+        )
+        self._fail_queued(
+            BackendFailure,
+            f"the backend is stuck (inference exceeded {timeout:g}s); retry later",
+        )
+        self._tell("inference_hung", timeout)
+        raise InferenceTimeout(f"inference exceeded {timeout:g}s (watchdog)")
+
+    def _hung_returned(self, work: asyncio.Future[list[ScoreResult]]) -> None:
+        error = None if work.cancelled() else work.exception()  # marks it retrieved
+        logger.warning("the stuck inference call returned (%s)", "error" if error else "ok")
+        self._hung = None
+        self._tell("inference_returned", error)
+        self._wakeup.set()
+
+    def _tell(self, event: str, *args: object) -> None:
+        if self.watch is None:
+            return
+        try:
+            getattr(self.watch, event)(*args)
+        except Exception:
+            logger.exception("the batch watch raised in %s; ignored", event)
 
     def _report(self, size: int, tokens: int, waits: list[float], inference_s: float) -> None:
         if self.on_batch is None:

@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("eval", "evaluate a running sidecar on a labelled dataset"),
         ("calibrate", "fit per-category thresholds for a target FPR"),
+        ("export-onnx", "export a guard model to an ONNX Runtime model dir"),
+        ("bench", "benchmark the server against its baselines (source checkout)"),
     ):
         sub.add_parser(name, help=f"{text} (see `guardwire {name} --help`)", add_help=False)
     return parser
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 _DELEGATED = {
     "eval": "server.evaluation.cli:eval_main",
     "calibrate": "server.evaluation.cli:calibrate_main",
+    "export-onnx": "backends.export_onnx:export_onnx_main",
+    "bench": "bench.cli:main",
 }
 
 

@@ -88,6 +88,16 @@ def _nonempty(v: Any) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
+def _octal_mode(v: Any) -> str | None:
+    try:
+        mode = int(v, 8)
+    except ValueError:
+        return "must be octal permission bits such as 0600 or 0660"
+    if not 0 <= mode <= 0o777:
+        return "must be octal permission bits in [0000, 0777]"
+    return None
+
+
 def _port(v: Any) -> str | None:
     return None if 0 <= v <= 65535 else "must be a TCP port in [0, 65535]"
 
@@ -123,10 +133,20 @@ OPTIONS: tuple[Option, ...] = (
         _non_negative,
     ),
     Option("max_queue", int, 256, "Most queued requests; more get RESOURCE_EXHAUSTED.", _positive),
-    Option("max_streams", int, 256, "Most open StreamClassify streams; more get "
-           "RESOURCE_EXHAUSTED.", _positive),
-    Option("max_pending_checks", int, 8, "Most unanswered checks per stream before the server "
-           "stops reading it (flow control).", _positive),
+    Option(
+        "max_streams",
+        int,
+        256,
+        "Most open StreamClassify streams; more get RESOURCE_EXHAUSTED.",
+        _positive,
+    ),
+    Option(
+        "max_pending_checks",
+        int,
+        8,
+        "Most unanswered checks per stream before the server stops reading it (flow control).",
+        _positive,
+    ),
     Option("max_turns", int, 64, "Most turns in a conversation.", _positive),
     Option("max_conversation_bytes", int, 65536, "Most UTF-8 bytes of all turns.", _positive),
     Option("max_prompt_tokens", int, 8192, "Most prompt tokens (policy + turns).", _positive),
@@ -186,6 +206,71 @@ OPTIONS: tuple[Option, ...] = (
         "drain_grace_s", float, 20.0, "Seconds to finish in-flight work on SIGTERM.", _non_negative
     ),
     Option("reflection", _bool, True, "Serve gRPC server reflection."),
+    # -- reliability and security (server.health_monitor, server.transport, README) ----------
+    Option(
+        "max_concurrent_rpcs",
+        int,
+        0,
+        "Hard cap on RPCs the gRPC core handles at once, health checks included; more get "
+        "RESOURCE_EXHAUSTED before any parsing (0 = auto: 2*(max_queue+max_streams)+64).",
+        _non_negative,
+    ),
+    Option(
+        "inference_timeout_s",
+        float,
+        30.0,
+        "Watchdog: a batch whose inference runs longer fails with BACKEND_FAILURE and the "
+        "backend counts as unhealthy until the call returns (0 = off).",
+        _non_negative,
+    ),
+    Option(
+        "unhealthy_after_failures",
+        int,
+        3,
+        "Consecutive failed batches after which health turns NOT_SERVING (until a batch or "
+        "the background recovery probe succeeds).",
+        _positive,
+    ),
+    Option(
+        "recovery_probe_s",
+        float,
+        1.0,
+        "First delay of the background recovery probe while unhealthy (doubles, at most 30 s).",
+        _positive,
+    ),
+    Option(
+        "truncate",
+        str,
+        "reject",
+        "Conversations over max_prompt_tokens: 'reject' (INVALID_ARGUMENT) or "
+        "'drop_oldest_turns' (oldest turns dropped, reported in truncated_turns).",
+        choices=("reject", "drop_oldest_turns"),
+    ),
+    Option(
+        "tls_cert_file", str, "", 'PEM server certificate chain for TCP listeners ("" = plaintext).'
+    ),
+    Option("tls_key_file", str, "", "PEM private key of tls_cert_file."),
+    Option(
+        "tls_client_ca_file",
+        str,
+        "",
+        "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).",
+    ),
+    Option(
+        "auth_token_file",
+        str,
+        "",
+        'File holding a bearer token every call must send as "authorization: Bearer <token>" '
+        '(health checks exempt; "" = off).',
+        secret=True,
+    ),
+    Option(
+        "unix_socket_mode",
+        str,
+        "0660",
+        "Permission bits of unix: listen sockets (octal; chmod after bind).",
+        _octal_mode,
+    ),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     Option(
         "log_conversations",
@@ -273,6 +358,16 @@ class Settings:
     otel_service_name: str
     prometheus_port: int
     trace_conversations: bool
+    max_concurrent_rpcs: int
+    inference_timeout_s: float
+    unhealthy_after_failures: int
+    recovery_probe_s: float
+    truncate: str
+    tls_cert_file: str
+    tls_key_file: str
+    tls_client_ca_file: str
+    auth_token_file: str
+    unix_socket_mode: str
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> "flag"/"env"/"file"/"default"
     policies: tuple[Any, ...] = ()  # server.policies.PolicyDef, from the file's `policies:`
     config_file: str = ""  # the YAML file the settings came from ("" = none)

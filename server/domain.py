@@ -99,3 +99,4 @@ class Verdict:
     assessed_role: Role
     policy_id: str
     timings: Timings = field(default_factory=Timings)
+    truncated_turns: int = 0  # oldest turns dropped by truncate=drop_oldest_turns

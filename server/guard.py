@@ -7,10 +7,13 @@ servicer calls it after validation; nothing here knows gRPC.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from backends.base import Backend, ScoreResult
 from server.adapters.base import EncodedPrompt, GuardAdapter, UnsupportedPolicy, merge_results
@@ -20,6 +23,7 @@ from server.domain import Conversation, Policy, Role, Timings, Verdict
 from server.errors import Draining, InvalidRequest, LimitExceeded, ModelNotReady
 from server.evaluation.calibrate import ThresholdPolicy
 from server.telemetry import ATTR, NO_TELEMETRY, Telemetry
+from server.truncation import drop_oldest_turns
 from server.validation import PolicyCatalog, ValidClassifyRequest
 from server.verdict_cache import Scored, VerdictCache
 
@@ -58,6 +62,7 @@ class Guard:
         verdict_cache: VerdictCache | None = None,
         prioritize_prompts: bool = True,
         count_tokens: Callable[[str], int] | None = None,
+        truncate: str = "reject",
     ) -> None:
         self.adapter = adapter
         self.backend = backend
@@ -69,6 +74,7 @@ class Guard:
         self.telemetry = telemetry  # spans of the render, queue, inference and parse stages
         self.verdict_cache = verdict_cache  # None = off; hits skip render and inference
         self.prioritize_prompts = prioritize_prompts  # user-turn checks batch before responses
+        self.truncate = truncate  # over max_prompt_tokens: reject | drop_oldest_turns
         # model tokens of a text (stream cadence); a rough 4-characters-a-token estimate if unset
         self.count_tokens = count_tokens or (lambda text: max(1, len(text) // 4))
         info = backend.info
@@ -87,6 +93,10 @@ class Guard:
             (d.model_id, d.revision, d.family, d.backend, d.device, d.dtype, d.template_hash)
         )
         self.draining = False
+        # stream checks put the conversation in the cacheable prefix (``cache_body``) only when
+        # the backend reuses the KV of the longest cached prefix: with exact-match caching every
+        # growing conversation would be a miss, the policy prefix included
+        self.cache_stream_bodies = _extends_prefixes(backend) and _accepts_cache_body(adapter)
 
     async def classify(
         self,
@@ -118,33 +128,66 @@ class Guard:
         threshold: float | None,
         deadline: float | None,
         priority: int = 0,
+        stream: bool = False,
     ) -> Verdict:
         """Scores one conversation. ``threshold=None`` applies the server's default, or the
         calibrated per-category thresholds when a thresholds file is configured. With a verdict
-        cache, an identical recent request is answered without inference (batch_size 0)."""
+        cache, an identical recent request is answered without inference (batch_size 0).
+        ``stream``: a check of a stream's growing conversation; its KV is cached so the next
+        check computes only the new text (see ``cache_stream_bodies``). Same scores."""
         telemetry = self.telemetry
+        dropped = 0
+        if self.truncate == "drop_oldest_turns":
+            limit = self.limits.max_prompt_tokens
+            conversation, dropped = drop_oldest_turns(
+                conversation, lambda c: self._prompt_tokens(c, policy), limit
+            )
         if self.verdict_cache is None:
-            scored = await self._compute(conversation, policy, deadline=deadline, priority=priority)
+            scored = await self._compute(
+                conversation, policy, deadline=deadline, priority=priority, stream=stream
+            )
         else:
             key = self.verdict_cache.key(self._cache_namespace, conversation, policy)
             scored, _ = await self.verdict_cache.get_or_compute(
                 key,
-                lambda: self._compute(conversation, policy, deadline=deadline, priority=priority),
+                lambda: self._compute(
+                    conversation, policy, deadline=deadline, priority=priority, stream=stream
+                ),
                 deadline=deadline,
             )
         with telemetry.span("parse") as span:
             verdict = self._interpret(scored.prompt, scored.result, threshold, scored.timings)
             telemetry.describe_verdict(span, verdict)
-        return verdict
+        return dataclasses.replace(verdict, truncated_turns=dropped) if dropped else verdict
+
+    def _prompt_tokens(self, conversation: Conversation, policy: Policy) -> int:
+        """Tokens of the longest forward pass of ``conversation``'s prompt (0 when the policy
+        cannot be rendered: ``_compute`` reports that)."""
+        try:
+            prompt = self.adapter.encode(conversation, policy)
+        except (UnsupportedPolicy, ValueError):
+            return 0
+        return max(item.num_tokens for item in prompt.items)
 
     async def _compute(
-        self, conversation: Conversation, policy: Policy, *, deadline: float | None, priority: int
+        self,
+        conversation: Conversation,
+        policy: Policy,
+        *,
+        deadline: float | None,
+        priority: int,
+        stream: bool = False,
     ) -> Scored:
         """Render, submit and score: the threshold-independent part of ``score``."""
         telemetry = self.telemetry
+        self.batcher.check_admission()  # overload is refused before any rendering work
         with telemetry.span("render", conversation=conversation) as span:
             try:
-                prompt = self.adapter.encode(conversation, policy)
+                if stream and self.cache_stream_bodies:
+                    encode: Any = self.adapter.encode  # cache_body: not in the GuardAdapter API
+                    prompt = encode(conversation, policy, cache_body=True)
+                else:
+                    prompt = self.adapter.encode(conversation, policy)
             except UnsupportedPolicy as exc:
                 raise InvalidRequest.one("policy", str(exc)) from None
             n_tokens = max(item.num_tokens for item in prompt.items)  # per forward pass
@@ -200,6 +243,21 @@ class Guard:
         if calibrated == verdict.threshold:
             return verdict
         return self.adapter.interpret(prompt, result, calibrated, timings)
+
+
+def _extends_prefixes(backend: Backend) -> bool:
+    """Whether ``backend`` caches prefixes and serves a new one from its longest cached prefix
+    (``backends.torch_hf.PrefixCache``: the torch and onnxruntime backends)."""
+    caching = bool(getattr(getattr(backend, "capabilities", None), "prefix_cache", False))
+    cache = getattr(backend, "prefix_cache", None)
+    return caching and callable(getattr(cache, "longest_prefix", None))
+
+
+def _accepts_cache_body(adapter: GuardAdapter) -> bool:
+    try:
+        return "cache_body" in inspect.signature(adapter.encode).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class NotReadyGuard:

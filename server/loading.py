@@ -251,4 +251,5 @@ def build_guard(
             else None
         ),
         prioritize_prompts=settings.prioritize_prompts,
+        truncate=settings.truncate,
     )

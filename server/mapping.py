@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from google.protobuf import duration_pb2
-from guardwire.v1 import conversation_pb2, guard_service_pb2, verdict_pb2
 
+from guardwire.v1 import conversation_pb2, guard_service_pb2, verdict_pb2
 from server.domain import Category, CategoryScore, Policy, Role, Verdict, VerdictLabel
 
 __all__ = ["category_to_proto", "duration", "verdict_to_proto"]
@@ -48,6 +48,7 @@ def verdict_to_proto(
         policy_id=v.policy_id,
         model_id=model_id,
         verdict_token_mass=v.verdict_token_mass,
+        truncated_turns=v.truncated_turns,
         timings=verdict_pb2.Timings(
             queue=duration(t.queue_s),
             inference=duration(t.inference_s),

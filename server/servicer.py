@@ -11,6 +11,7 @@ import grpc
 from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
 from server.config import Settings
 from server.domain import Verdict
+from server.drain import until_drained
 from server.errors import Draining, GuardwireError, ModelNotReady, Overloaded
 from server.guard import Guard, monotonic_deadline
 from server.mapping import duration, policy_to_categories, verdict_to_proto
@@ -113,7 +114,11 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
             async def score(check: OwedCheck, opts: StreamOptions) -> Verdict:
                 deadline = monotonic_deadline(context.time_remaining())
                 return await guard.score(
-                    check.conversation, opts.policy, threshold=opts.threshold, deadline=deadline
+                    check.conversation,
+                    opts.policy,
+                    threshold=opts.threshold,
+                    deadline=deadline,
+                    stream=True,
                 )
 
             def render(
@@ -136,8 +141,12 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
                     latency=duration(now - check.received_at),
                 )
 
+            drained = getattr(self._state, "drain_event", None)
+            requests = (
+                request_iterator if drained is None else until_drained(request_iterator, drained)
+            )
             async for response in run_stream(
-                request_iterator,
+                requests,
                 session,
                 score,
                 render,

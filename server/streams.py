@@ -22,6 +22,7 @@ from guardwire.v1 import conversation_pb2, guard_service_pb2
 from server.config import RequestLimits
 from server.domain import Conversation, Policy, Role, Turn, Verdict
 from server.errors import FieldViolation, InvalidRequest, LimitExceeded, StreamProtocolError
+from server.sanitize import neutralize
 from server.validation import (
     PolicyCatalog,
     validate_conversation,
@@ -132,7 +133,7 @@ class StreamSession:
         if not content:
             raise InvalidRequest.one("turn.content", "must not be empty or blank")
         self._check_limits(extra_bytes=len(msg.content.encode("utf-8")), extra_turns=1)
-        self.turns.append(Turn(role, content))
+        self.turns.append(Turn(role, neutralize(content)))  # server.sanitize
         return [self._owe(len(msg.content.encode("utf-8")), final=True)]
 
     def _delta(self, text: str) -> list[OwedCheck]:
@@ -174,7 +175,7 @@ class StreamSession:
         text, self.response = self.response, None
         if not text.strip():
             raise StreamProtocolError("empty_response", "the response ended with no text")
-        self.turns.append(Turn(Role.ASSISTANT, text.strip()))
+        self.turns.append(Turn(Role.ASSISTANT, neutralize(text.strip())))
         return [self._owe(len(text.encode()), final=True)]
 
     # -- helpers ----------------------------------------------------------------------
@@ -216,7 +217,7 @@ class StreamSession:
         assert self.response is not None
         self._tokens_since_check = 0
         self._sequence += 1
-        partial = Turn(Role.ASSISTANT, self.response.strip())
+        partial = Turn(Role.ASSISTANT, neutralize(self.response.strip()))
         return OwedCheck(
             sequence=self._sequence,
             conversation=Conversation((*self.turns, partial)),

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from guardwire.v1 import conversation_pb2, guard_service_pb2
-
 from server.config import RequestLimits
 from server.domain import Category, Conversation, Policy, Role, Turn
 from server.errors import FieldViolation, InvalidRequest, LimitExceeded, UnknownPolicy
+from server.sanitize import neutralize
 
 __all__ = [
     "PolicyCatalog",
@@ -111,7 +111,7 @@ def validate_conversation(
         if not content:
             violations.append(FieldViolation(f"{where}.content", "must not be empty or blank"))
         role = Role.USER if t.role == conversation_pb2.ROLE_USER else Role.ASSISTANT
-        turns.append(Turn(role=role, content=content))
+        turns.append(Turn(role=role, content=neutralize(content)))  # server.sanitize
     return Conversation(turns=tuple(turns)), violations
 
 
@@ -162,7 +162,13 @@ def validate_policy(
                         f"must be at most {MAX_DESCRIPTION_CHARS} characters",
                     )
                 )
-            cats.append(Category(code=c.code, name=name, description=c.description.strip()))
+            cats.append(
+                Category(
+                    code=c.code,
+                    name=neutralize(name),
+                    description=neutralize(c.description.strip()),
+                )
+            )
         base = Policy(categories=tuple(cats))
     else:
         base = catalog.default

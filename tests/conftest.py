@@ -61,6 +61,8 @@ class RunningServer:
     server: Any  # server.app.GuardServer
     target: str  # host:port
     uds_target: str | None
+    backend: str = ""
+    model_dir: Path | None = None
 
 
 @contextlib.asynccontextmanager
@@ -92,10 +94,21 @@ async def run_server(
             await server.drain(0)
 
 
-@pytest.fixture(scope="session")
-async def guard_server(tiny_model_dir: Path) -> AsyncIterator[RunningServer]:
-    """One real server for the session: tiny torch model, TCP + Unix socket."""
-    async with run_server(tiny_model_dir, uds=True) as running:
+@pytest.fixture(scope="session", params=["torch", "onnxruntime"])
+async def guard_server(
+    request: pytest.FixtureRequest,
+    tiny_model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[RunningServer]:
+    """One real server per backend for the session: tiny model, TCP + Unix socket. Every test
+    that uses it runs against PyTorch and against ONNX Runtime (an export of the same model)."""
+    model_dir = tiny_model_dir
+    if request.param == "onnxruntime":
+        from tests.parity.conftest import exported_onnx_dir  # skips without the onnx extra
+
+        model_dir = exported_onnx_dir(tiny_model_dir, tmp_path_factory)
+    async with run_server(model_dir, uds=True, backend=request.param) as running:
+        running.backend, running.model_dir = request.param, model_dir
         yield running
 
 

@@ -41,9 +41,9 @@ forced ``\\n\\n`` (``lead_gated``) -- so the server's load probe has a right ans
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import functools
 import random
 import shutil
 from dataclasses import dataclass

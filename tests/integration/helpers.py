@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from guardwire.v1 import conversation_pb2, guard_service_pb2, guard_service_pb2_grpc
 
 U = conversation_pb2.ROLE_USER

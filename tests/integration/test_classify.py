@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from guardwire.v1 import conversation_pb2, guard_service_pb2, verdict_pb2
 
+from guardwire.v1 import conversation_pb2, guard_service_pb2, verdict_pb2
 from tests.integration.helpers import A, U, request, stub
 
 
@@ -119,10 +119,10 @@ async def test_get_model_info(guard_server, tiny_model_dir):
     async with grpc.aio.insecure_channel(guard_server.target) as ch:
         info = await stub(ch).GetModelInfo(guard_service_pb2.GetModelInfoRequest(), timeout=10)
     assert info.family == "llama-guard-3-1b"
-    assert info.backend == "torch"
+    assert info.backend == guard_server.backend
     assert info.device == "cpu"
     assert info.dtype == "float32"
-    assert info.model_id == str(tiny_model_dir)
+    assert info.model_id == str(guard_server.model_dir)
     assert [c.code for c in info.default_categories] == [f"S{i}" for i in range(1, 14)]
     assert info.limits.max_turns == 64 and info.limits.max_queue == 256
     assert len(info.template_hash) == 64

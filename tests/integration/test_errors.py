@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from guardwire.v1 import conversation_pb2 as c
 from guardwire.v1 import guard_service_pb2
-
 from tests.integration.helpers import A, U, details, request, stub
 
 S = conversation_pb2_system = c.ROLE_SYSTEM

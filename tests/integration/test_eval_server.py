@@ -35,7 +35,7 @@ def need(path: Path) -> Path:
     return path
 
 
-def _check_report(out: Path, selected: int) -> dict[str, Any]:
+def _check_report(out: Path, selected: int, backend: str) -> dict[str, Any]:
     rep = json.loads((out / "report.json").read_text())
     files = ["predictions.jsonl", "report.json", "report.md"]
     if HAVE_MATPLOTLIB:
@@ -62,7 +62,7 @@ def _check_report(out: Path, selected: int) -> dict[str, Any]:
     assert rep["verdict_score_mismatches"] == 0
     assert rep["served_threshold"] == pytest.approx(0.5)
     assert rep["model_id"] and rep["policy_id"].startswith("p-")
-    assert rep["model_info"].get("backend") == "torch"
+    assert rep["model_info"].get("backend") == backend
     assert rep["test_model"] is True and rep["banner"] == TEST_MODEL_BANNER
     md = (out / "report.md").read_text()
     assert f"> **{TEST_MODEL_BANNER}**" in md
@@ -77,7 +77,7 @@ async def test_eval_40_examples_through_the_real_server(guard_server, tmp_path, 
                          progress=False)
     rep = write_report(run, ds.summary(), tmp_path, category_codes=ds.category_codes,
                        category_names=ds.category_names)
-    rep = _check_report(tmp_path, 40)
+    rep = _check_report(tmp_path, 40, guard_server.backend)
     if fmt == "openai-moderation":
         pc = rep["per_category"]
         assert set(pc) == {"S1", "S4", "S10", "S11", "S12"}
@@ -99,7 +99,7 @@ async def test_cli_eval_and_calibrate_against_the_real_server(guard_server, tmp_
     std = capsys.readouterr()
     assert std.out.startswith("[TEST MODEL] xstest: scored 40/40 (errors 0, not run 0)")
     assert "eval [" in std.err  # progress bar
-    _check_report(out, 40)
+    _check_report(out, 40, guard_server.backend)
 
     rc = await asyncio.to_thread(calibrate_main, [
         "--target", guard_server.target, "--dataset", str(xstest), "--limit", "40",
@@ -114,4 +114,7 @@ async def test_cli_eval_and_calibrate_against_the_real_server(guard_server, tmp_
     rc = calibrate_main(["--predictions", str(out), "--target-fpr", "0.1",
                          "--min-negatives", "5", "--out", str(tmp_path / "again.yaml")])
     assert rc == 0
-    assert load_thresholds(tmp_path / "again.yaml").thresholds == pol.thresholds
+    # (scores of a re-run may differ in the 7th digit: batch composition changes fp32 sums)
+    again = load_thresholds(tmp_path / "again.yaml").thresholds
+    assert again.keys() == pol.thresholds.keys()
+    assert all(again[k] == pytest.approx(pol.thresholds[k], abs=1e-5) for k in again)

@@ -65,7 +65,9 @@ async def test_stream_checks_equal_unary_classify(guard_server):
             assert r.result.assessed_role == unary.assessed_role
 
 
-async def test_64_concurrent_streams_no_cross_talk(fake_server):
+async def test_64_concurrent_streams_no_cross_talk(tiny_model_dir):
+    from tests.conftest import run_server
+
     rng = random.Random(7)
 
     async def one(i: int):
@@ -81,10 +83,12 @@ async def test_64_concurrent_streams_no_cross_talk(fake_server):
                 messages.append(END)
             else:
                 messages.append(turn(A, f"answer {i} {t}"))
-        responses = await run(fake_server.target, messages)
+        responses = await run(srv.target, messages)
         return i, messages, responses
 
-    results = await asyncio.gather(*[one(i) for i in range(64)])
+    # 64 streams x up to max_pending_checks outstanding checks: a queue that admits them all
+    async with run_server(tiny_model_dir, backend="fake", max_queue=1024) as srv:
+        results = await asyncio.gather(*[one(i) for i in range(64)])
     for i, messages, responses in results:
         assert [r.sequence for r in responses] == list(range(1, len(responses) + 1))
         finals = [r for r in responses if r.final]
@@ -216,3 +220,65 @@ async def test_python_stream_client_and_generation_guard(fake_server):
                     seen.append(t)
             assert info.value.verdict.result.unsafe
             assert len(seen) < 30  # generation stopped early
+
+
+STORY = (
+    "Once upon a time a baker in a small town woke before dawn, lit the oven, and mixed flour, "
+    "water and salt. The dough rested while the streets were quiet; then she shaped loaves, "
+    "scored them with a razor and baked them until the crust sang as it cooled. Neighbours came "
+    "early, because the first loaves were the best, and she knew each of them by name."
+).split()
+
+
+async def _equal_to_unary(target: str, question: str, deltas: list[str], responses) -> None:
+    async with grpc.aio.insecure_channel(target) as ch:
+        s = stub(ch)
+        for r in responses:
+            text = "".join(deltas)[: r.safe_through_offset] if r.turn_index == 1 else None
+            turns = [(U, question)] + ([(A, text)] if text else [])
+            unary = await s.Classify(request(*turns), timeout=30)
+            assert r.result.unsafe_score == pytest.approx(unary.unsafe_score, abs=1e-4)
+            assert r.result.verdict == unary.verdict
+
+
+async def test_stream_checks_reuse_the_conversation_kv(guard_server):
+    """Each response check computes only the text since the previous check (plus the short
+    assessment suffix) on top of the cached KV of the conversation so far."""
+    question = "Tell me a story about a baker, a long one please."
+    deltas = [w + " " for w in STORY * 2]
+    responses = await run(
+        guard_server.target,
+        [open_(every=16), turn(U, question), *[delta(d) for d in deltas], END],
+    )
+    # (the final check repeats the last partial one's text: they may share a batch, and the
+    # batch's first item is charged the computed tokens)
+    checks = [r for r in responses if r.turn_index == 1 and not r.final]
+    assert len(checks) >= 8
+    cached = [r.result.timings.cached_tokens for r in checks]
+    computed = [r.result.timings.computed_tokens for r in checks]
+    assert cached == sorted(cached) and cached[-1] > cached[0] + 120  # the cached KV grows
+    # each check: the new text + a few margin tokens + the assessment suffix, never the
+    # conversation so far (which ends up several times that)
+    assert max(computed) < 100 and cached[-1] > 3 * max(computed)
+    await _equal_to_unary(guard_server.target, question, deltas, responses)
+
+
+async def test_stream_eviction_path_still_equals_unary(tiny_model_dir):
+    """A prefix cache that holds about one conversation: concurrent streams evict each other's
+    KV, checks fall back to a recompute, and every answer still equals unary Classify."""
+    from tests.conftest import run_server
+
+    async with run_server(tiny_model_dir, backend_options={"prefix_cache_bytes": 300_000}) as srv:
+
+        async def one(i: int):
+            question = f"Story number {i}, please."
+            deltas = [w + " " for w in STORY[i * 5 :] + STORY[: i * 5]]
+            msgs = [open_(every=16), turn(U, question), *[delta(d) for d in deltas], END]
+            return question, deltas, await run(srv.target, msgs)
+
+        results = await asyncio.gather(*[one(i) for i in range(4)])
+        cache = srv.server.guard.backend.prefix_cache
+        assert cache.evictions > 0 and cache.bytes <= 300_000
+        for question, deltas, responses in results:
+            assert sum(1 for r in responses if r.turn_index == 1) >= 4
+            await _equal_to_unary(srv.target, question, deltas, responses)

@@ -222,10 +222,12 @@ async def drive(
             tasks[uid] = asyncio.ensure_future(
                 batcher.submit(item, deadline=deadline, priority=step.priority)
             )
-        elif isinstance(step, Cancel) and tasks:
-            uid = step.index % len(tasks)
-            if not tasks[uid].done() and tasks[uid].cancel():
-                world.cancelled.add(uid)
+        elif isinstance(step, Cancel):
+            waiting = [uid for uid, task in tasks.items() if not task.done()]
+            if waiting:
+                uid = waiting[step.index % len(waiting)]
+                if tasks[uid].cancel():
+                    world.cancelled.add(uid)
         elif isinstance(step, Finish) and manual is not None:
             manual.finish()
         elif isinstance(step, Advance):
@@ -289,6 +291,7 @@ def check(
         elif isinstance(outcome, BackendFailure):
             assert batch is not None and kinds != {OK}, f"item {uid}: {outcome}"
             assert f"batch of {len(batch)}" in str(outcome)
+            assert outcome.__cause__ is not None  # chained to what the backend did
         elif isinstance(outcome, DeadlineExpired | Overloaded | Draining):
             assert batch is None, f"item {uid} was scored but got {outcome!r}"
             if isinstance(outcome, Draining):

@@ -11,15 +11,20 @@ from guardwire.errors import (
     OverloadedError,
     UnavailableError,
 )
+from guardwire.outcome import FailMode, Outcome, OutcomeKind, UnavailableCounter
 
 __all__ = [
     "AsyncGuardClient",
     "CategoryScore",
     "ClassifyResult",
     "DeadlineError",
+    "FailMode",
     "GuardClient",
     "GuardError",
     "InvalidRequestError",
+    "Outcome",
+    "OutcomeKind",
     "OverloadedError",
+    "UnavailableCounter",
     "UnavailableError",
 ]

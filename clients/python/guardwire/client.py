@@ -11,7 +11,13 @@ Example::
 
 Retries: UNAVAILABLE and RESOURCE_EXHAUSTED are retried (``RetryPolicy``), honouring the
 server's RetryInfo delay; every other error is raised at once as a ``GuardError`` subclass.
-An error is never a verdict: callers decide fail-open or fail-closed themselves.
+An error is never a verdict. ``check(..., fail_mode="closed"|"open")`` returns a three-valued
+``Outcome`` (SAFE, UNSAFE, UNAVAILABLE with the reason) that applies the caller's explicit
+fail-open / fail-closed choice, logs and counts every UNAVAILABLE (``guardwire.outcome``)::
+
+    outcome = guard.check("How do I bake bread?", fail_mode="closed")
+    if not outcome.allowed:
+        ...
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from guardwire.errors import (
     UnavailableError,
     from_rpc_error,
 )
+from guardwire.outcome import FailMode, Outcome, UnavailableCounter, decide
 from guardwire.v1 import conversation_pb2, guard_service_pb2, guard_service_pb2_grpc, verdict_pb2
 
 __all__ = [
@@ -40,9 +47,11 @@ __all__ = [
     "CategoryScore",
     "ClassifyResult",
     "DeadlineError",
+    "FailMode",
     "GuardClient",
     "GuardError",
     "InvalidRequestError",
+    "Outcome",
     "OverloadedError",
     "RetryPolicy",
     "UnavailableError",
@@ -83,6 +92,7 @@ class ClassifyResult:
     inference_s: float
     total_s: float
     batch_size: int
+    truncated_turns: int = 0  # oldest turns the server dropped (truncate: drop_oldest_turns)
 
     @property
     def unsafe(self) -> bool:
@@ -100,6 +110,12 @@ class RetryPolicy:
             return min(error.retry_delay_s, self.max_backoff_s)
         base = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
         return base * (0.5 + random.random() / 2)  # jitter
+
+
+def _check_mode(fail_mode: object) -> None:
+    """Rejects a missing or unknown fail mode before any call is made."""
+    if fail_mode not in (FailMode.CLOSED, FailMode.OPEN, "closed", "open"):
+        raise ValueError(f"fail_mode must be 'closed' or 'open', got {fail_mode!r}")
 
 
 def _role(name: str) -> int:
@@ -170,6 +186,7 @@ def parse_classify_response(r: guard_service_pb2.ClassifyResponse) -> ClassifyRe
         inference_s=r.timings.inference.ToNanoseconds() / 1e9,
         total_s=r.timings.total.ToNanoseconds() / 1e9,
         batch_size=r.timings.batch_size,
+        truncated_turns=r.truncated_turns,
     )
 
 
@@ -196,6 +213,7 @@ class GuardClient(_Base):
         else:
             self._channel = grpc.insecure_channel(target, _channel_options())
         self._stub = guard_service_pb2_grpc.GuardServiceStub(self._channel)
+        self.unavailable = UnavailableCounter()  # UNAVAILABLE outcomes of check()
 
     def __enter__(self) -> GuardClient:
         return self
@@ -224,6 +242,24 @@ class GuardClient(_Base):
         request = build_classify_request(conversation, **kwargs)
         return parse_classify_response(self._call(self._stub.Classify, request, timeout))
 
+    def check(
+        self,
+        conversation: ConversationInput,
+        *,
+        fail_mode: FailMode | str,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Outcome:
+        """Classifies like ``classify`` but never raises for a failed call: returns SAFE,
+        UNSAFE or UNAVAILABLE (with the reason); ``fail_mode`` ("closed" or "open", required)
+        decides ``Outcome.allowed`` without a verdict. See ``guardwire.outcome``."""
+        _check_mode(fail_mode)
+        try:
+            result = self.classify(conversation, timeout=timeout, **kwargs)
+        except GuardError as err:
+            return decide(None, err, fail_mode, self.unavailable)
+        return decide(result, None, fail_mode, self.unavailable)
+
     def model_info(self, *, timeout: float | None = None) -> guard_service_pb2.GetModelInfoResponse:
         return self._call(  # type: ignore[no-any-return]
             self._stub.GetModelInfo, guard_service_pb2.GetModelInfoRequest(), timeout
@@ -240,6 +276,7 @@ class AsyncGuardClient(_Base):
         else:
             self._channel = grpc.aio.insecure_channel(target, _channel_options())
         self._stub = guard_service_pb2_grpc.GuardServiceStub(self._channel)
+        self.unavailable = UnavailableCounter()  # UNAVAILABLE outcomes of check()
 
     async def __aenter__(self) -> AsyncGuardClient:
         return self
@@ -269,6 +306,23 @@ class AsyncGuardClient(_Base):
     ) -> ClassifyResult:
         request = build_classify_request(conversation, **kwargs)
         return parse_classify_response(await self._call(self._stub.Classify, request, timeout))
+
+    async def check(
+        self,
+        conversation: ConversationInput,
+        *,
+        fail_mode: FailMode | str,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Outcome:
+        """The asyncio ``GuardClient.check``: SAFE, UNSAFE or UNAVAILABLE (with the reason),
+        never raising for a failed call; ``fail_mode`` is required."""
+        _check_mode(fail_mode)
+        try:
+            result = await self.classify(conversation, timeout=timeout, **kwargs)
+        except GuardError as err:
+            return decide(None, err, fail_mode, self.unavailable)
+        return decide(result, None, fail_mode, self.unavailable)
 
     def stream(self, *, timeout: float | None = None, **open_kwargs: Any) -> _StreamContext:
         """Opens a StreamClassify stream: ``async with client.stream(every_tokens=16) as s``.

@@ -199,7 +199,7 @@ async def test_a_full_batch_does_not_wait(make_batcher: Factory) -> None:
 
 
 async def test_items_coalesce_within_the_window(make_batcher: Factory) -> None:
-    batcher, scorer = await make_batcher(max_wait_s=0.2)
+    batcher, scorer = await make_batcher(max_wait_s=0.3)
     first = spawn(batcher, make_item(1))
     await asyncio.sleep(0.01)  # well inside the window
     second = spawn(batcher, make_item(2))
@@ -434,6 +434,45 @@ async def test_on_batch_reports_and_its_errors_are_contained(make_batcher: Facto
     assert (size, tokens, len(waits)) == (2, 10, 2)  # padded: 5 x 2
     assert inference_s >= 0.02 and all(w >= 0 for w in waits)
     assert all(o.inference_s == inference_s and o.batch_size == 2 for o in outcomes)
+
+
+class RecordingTrace:
+    def __init__(self, size: int, tokens: int, fail: bool) -> None:
+        self.opened = (size, tokens)
+        self.context = ("span", size)
+        self.finished: list[tuple[Any, Any]] = []
+        self.fail = fail
+
+    def finish(self, results: Sequence[ScoreResult] | None, error: BaseException | None) -> None:
+        self.finished.append((results, error))
+        if self.fail:
+            raise RuntimeError("telemetry bug")
+
+
+async def test_trace_batch_wraps_each_batch_and_links_its_items(make_batcher: Factory) -> None:
+    traces: list[RecordingTrace] = []
+
+    def trace_batch(size: int, tokens: int) -> RecordingTrace:
+        traces.append(RecordingTrace(size, tokens, fail=len(traces) == 1))
+        return traces[-1]
+
+    batcher, scorer = await make_batcher()
+    batcher.trace_batch = trace_batch
+    scorer.fail_if = lambda items: uid_of(items[0]) == 3
+    ok = await asyncio.gather(spawn(batcher, make_item(1, 3)), spawn(batcher, make_item(2, 5)))
+    assert traces[0].opened == (2, 10)
+    assert [o.batch_span_context for o in ok] == [("span", 2)] * 2
+    assert traces[0].finished[0][1] is None and len(traces[0].finished[0][0]) == 2
+    with pytest.raises(BackendFailure):  # a failing trace.finish does not get in the way
+        await batcher.submit(make_item(3), deadline=None)
+    assert isinstance(traces[1].finished[0][1], RuntimeError)
+
+    def broken(size: int, tokens: int) -> RecordingTrace:
+        raise RuntimeError("telemetry bug")
+
+    batcher.trace_batch = broken
+    outcome = await batcher.submit(make_item(4), deadline=None)
+    assert outcome.batch_span_context is None
 
 
 # -- executor -----------------------------------------------------------------------------------

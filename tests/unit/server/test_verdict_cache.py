@@ -206,7 +206,7 @@ async def test_a_cancelled_leader_hands_over_to_a_waiter():
     t_follower = asyncio.create_task(cache.get_or_compute(key, Computer()))
     await asyncio.sleep(0.01)
     t_leader.cancel()
-    value, how = await asyncio.wait_for(t_follower, 2)
+    _, how = await asyncio.wait_for(t_follower, 2)
     assert how is Lookup.COMPUTED
     assert cache.in_flight == 0
 
@@ -227,20 +227,30 @@ async def test_a_waiter_gives_up_at_its_deadline():
 # -- the Guard on top of it -------------------------------------------------------------------
 
 
-@pytest.fixture
-async def fake_guard(tiny_model_dir: Path):
-    """A real Guard (adapter, batcher) over the deterministic fake backend."""
+@pytest.fixture(scope="module")
+async def _guard(tiny_model_dir: Path):
+    """A real Guard (adapter, batcher) over the deterministic fake backend, built once."""
     from server.loading import build_guard
 
     settings = resolve_settings(
         flags={"backend": "fake", "verdict_cache_entries": 16, "max_wait_ms": 1.0}, env={}
     )
     guard = build_guard(settings, tiny_model_dir)
+    assert isinstance(guard.verdict_cache, VerdictCache) and guard.prioritize_prompts
     await guard.batcher.start()
     try:
         yield guard
     finally:
         await guard.batcher.stop()
+
+
+@pytest.fixture
+def fake_guard(_guard, monkeypatch: pytest.MonkeyPatch):
+    """The module's Guard with a fresh cache; attribute changes are undone after the test."""
+    monkeypatch.setattr(_guard, "verdict_cache", VerdictCache(16, 60.0))
+    monkeypatch.setattr(_guard, "prioritize_prompts", True)
+    monkeypatch.setattr(_guard.backend, "delay_s", 0.0)
+    return _guard
 
 
 async def test_guard_applies_each_requests_threshold_on_a_hit(fake_guard):
@@ -266,15 +276,14 @@ async def test_guard_applies_each_requests_threshold_on_a_hit(fake_guard):
     assert len(backend.batch_sizes) == calls + 2 and other.timings.batch_size >= 1
 
 
-async def test_guard_coalesces_concurrent_identical_requests(fake_guard):
-    fake_guard.backend.delay_s = 0.05
+async def test_guard_coalesces_concurrent_identical_requests(fake_guard, monkeypatch):
+    monkeypatch.setattr(fake_guard.backend, "delay_s", 0.05)
     c = conv("Identical request sent five times at once")
     calls = len(fake_guard.backend.batch_sizes)
     verdicts = await asyncio.gather(
         *(fake_guard.score(c, fake_guard.catalog.default, threshold=0.5, deadline=None)
           for _ in range(5))
     )  # fmt: skip
-    fake_guard.backend.delay_s = 0.0
     assert len(fake_guard.backend.batch_sizes) == calls + 1
     assert len({v.unsafe_score for v in verdicts}) == 1
     assert sorted(v.timings.batch_size for v in verdicts) == [0, 0, 0, 0, 1]
@@ -289,7 +298,9 @@ async def test_guard_coalesces_concurrent_identical_requests(fake_guard):
         (False, ("hello", "hi"), 0),
     ],
 )
-async def test_classify_gives_prompt_checks_priority(fake_guard, prioritize, texts, expected):
+async def test_classify_gives_prompt_checks_priority(
+    fake_guard, monkeypatch, prioritize, texts, expected
+):
     seen: list[int] = []
     submit = fake_guard.batcher.submit
 
@@ -297,9 +308,9 @@ async def test_classify_gives_prompt_checks_priority(fake_guard, prioritize, tex
         seen.append(priority)
         return await submit(item, deadline=deadline, priority=priority, **kw)
 
-    fake_guard.batcher.submit = recording_submit
-    fake_guard.prioritize_prompts = prioritize
-    fake_guard.verdict_cache = None
+    monkeypatch.setattr(fake_guard.batcher, "submit", recording_submit)
+    monkeypatch.setattr(fake_guard, "prioritize_prompts", prioritize)
+    monkeypatch.setattr(fake_guard, "verdict_cache", None)
     request = ValidClassifyRequest(
         conversation=conv(*texts),
         policy=fake_guard.catalog.default,
