@@ -55,9 +55,10 @@ log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_LSE_CHUNK_ROWS = 16384  # vocab rows upcast to fp32 at a time for the log-sum-exp
 
 KV = tuple[tuple["torch.Tensor", "torch.Tensor"], ...]
+
+_LSE_EXACT_TOP = 64  # logits per row recomputed in fp32 for a low-precision lm_head's lse
 
 
 class PrefixCache:
@@ -524,17 +525,27 @@ class TorchBackend:
         return self._project(h, self._head_w.index_select(0, vocab_ids), bias)
 
     def _logsumexp(self, h: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary log-sum-exp in fp32; a low-precision lm_head is upcast in slices."""
+        """Full-vocabulary log-sum-exp, reduced in fp32.
+
+        A low-precision lm_head is multiplied in its own dtype (one pass over the weight) and
+        the ``_LSE_EXACT_TOP`` largest logits of each row, which hold nearly all the mass, are
+        recomputed in fp32 from their weight rows. Upcasting the whole weight instead cost 8x
+        more on the 1B shape on CPU (1.0 s vs 0.13 s for two rows) for a diagnostic (the
+        verdict-token mass); scores never use it (they come from the wanted rows, in fp32)."""
         import torch
 
-        vocab = self._head_w.shape[0]
-        step = vocab if self._head_w.dtype == torch.float32 else _LSE_CHUNK_ROWS
-        parts = []
-        for start in range(0, vocab, step):
-            end = min(start + step, vocab)
-            bias = None if self._head_b is None else self._head_b[start:end]
-            parts.append(torch.logsumexp(self._project(h, self._head_w[start:end], bias), dim=-1))
-        return parts[0] if len(parts) == 1 else torch.logsumexp(torch.stack(parts, -1), dim=-1)
+        w, bias = self._head_w, self._head_b
+        if w.dtype == torch.float32:
+            return torch.logsumexp(self._project(h, w, bias), dim=-1)
+        logits = (h.to(w.dtype) @ w.T).float()
+        top = logits.topk(min(_LSE_EXACT_TOP, logits.shape[-1]), dim=-1).indices
+        exact = torch.einsum("rd,rkd->rk", h.float(), w[top].float())
+        logits.scatter_(-1, top, exact)
+        if bias is not None:
+            logits = logits + bias.float()
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return torch.logsumexp(logits, dim=-1)
 
     def _project(
         self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None

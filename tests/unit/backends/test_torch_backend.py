@@ -180,7 +180,7 @@ def test_logsumexp_is_full_vocabulary(backend: TorchBackend, reference: Any) -> 
 
 
 def test_bfloat16_path_close_to_float32(model_dir: Path, backend: TorchBackend) -> None:
-    """The GPU default dtype (bf16; lm_head upcast in slices for the log-sum-exp), on CPU."""
+    """The GPU default dtype (bf16; the log-sum-exp from bf16 logits reduced in fp32), on CPU."""
     b16 = TorchBackend.load(str(model_dir), dtype="bfloat16")
     try:
         assert b16.info.dtype == "bfloat16"
