@@ -11,7 +11,7 @@ Exception tree::
      ├── ModelNotReady       UNAVAILABLE      / MODEL_NOT_READY
      ├── Draining            UNAVAILABLE      / DRAINING
      ├── BackendFailure      INTERNAL         / BACKEND_FAILURE
-     ├── StreamProtocolError FAILED_PRECONDITION / STREAM_PROTOCOL (rule)
+     ├── StreamProtocolError INVALID_ARGUMENT / STREAM_PROTOCOL (rule; BadRequest on the kind)
      └── AuthFailed          UNAUTHENTICATED  / AUTH_FAILED
 """
 
@@ -114,9 +114,10 @@ class BackendFailure(GuardwireError):
 class StreamProtocolError(GuardwireError):
     reason = "STREAM_PROTOCOL"
 
-    def __init__(self, rule: str, message: str) -> None:
+    def __init__(self, rule: str, message: str, field: str = "kind") -> None:
         super().__init__(message, metadata={"rule": rule})
         self.rule = rule
+        self.field = field  # the StreamClassifyRequest field (its kind) that broke the rule
 
 
 class AuthFailed(GuardwireError):

@@ -25,7 +25,7 @@ _CODES: dict[type[errors.GuardwireError], int] = {
     errors.ModelNotReady: code_pb2.UNAVAILABLE,
     errors.Draining: code_pb2.UNAVAILABLE,
     errors.BackendFailure: code_pb2.INTERNAL,
-    errors.StreamProtocolError: code_pb2.FAILED_PRECONDITION,
+    errors.StreamProtocolError: code_pb2.INVALID_ARGUMENT,
     errors.AuthFailed: code_pb2.UNAUTHENTICATED,
 }
 
@@ -64,7 +64,7 @@ def to_grpc_status(err: errors.GuardwireError) -> grpc.Status:
                 )
             )
         )
-    elif isinstance(err, errors.LimitExceeded):
+    elif isinstance(err, errors.LimitExceeded | errors.StreamProtocolError):
         details.append(
             _pack(
                 error_details_pb2.BadRequest(

@@ -72,12 +72,21 @@ class StreamSession:
         self.options: StreamOptions | None = None
         self.turns: list[Turn] = []
         self.response: str | None = None  # the assistant response being generated
-        self._tokens_since_check = 0
+        self._unchecked_from = 0  # index in `response` where the text not yet checked starts
         self._sequence = 0
 
     # -- message handling -------------------------------------------------------------
     def handle(self, msg: guard_service_pb2.StreamClassifyRequest) -> list[OwedCheck]:
         kind = msg.WhichOneof("kind")
+        try:
+            return self._dispatch(msg, kind)
+        except StreamProtocolError as exc:
+            exc.field = kind or "kind"
+            raise
+
+    def _dispatch(
+        self, msg: guard_service_pb2.StreamClassifyRequest, kind: str | None
+    ) -> list[OwedCheck]:
         if kind is None:
             raise StreamProtocolError("empty_message", "a stream message must set one kind")
         if self.options is None and kind != "open":
@@ -144,19 +153,21 @@ class StreamSession:
                     "a response delta must follow a user turn (roles alternate)",
                 )
             self.response = ""
-            self._tokens_since_check = 0
+            self._unchecked_from = 0
         self._check_limits(
             extra_bytes=len(self.response.encode()) + len(text.encode()), extra_turns=1
         )
         self.response += text
         if not text or not self.response.strip():
             return []
-        self._tokens_since_check += self._count_tokens(text)
         opts = self.options
         assert opts is not None
-        due = (opts.every_tokens and self._tokens_since_check >= opts.every_tokens) or (
-            opts.at_sentence_end and any(end in text for end in _SENTENCE_ENDS)
-        )
+        # Tokens of the whole unchecked text, not a sum per delta: a word split over two deltas
+        # is one token. The text is short (about every_tokens tokens), so this stays cheap.
+        due = (
+            opts.every_tokens
+            and self._count_tokens(self.response[self._unchecked_from :]) >= opts.every_tokens
+        ) or (opts.at_sentence_end and any(end in text for end in _SENTENCE_ENDS))
         return [self._owe_partial()] if due else []
 
     def _check_now(self) -> list[OwedCheck]:
@@ -215,7 +226,7 @@ class StreamSession:
 
     def _owe_partial(self) -> OwedCheck:
         assert self.response is not None
-        self._tokens_since_check = 0
+        self._unchecked_from = len(self.response)
         self._sequence += 1
         partial = Turn(Role.ASSISTANT, neutralize(self.response.strip()))
         return OwedCheck(

@@ -162,7 +162,7 @@ class _Servicer(guard_service_pb2_grpc.GuardServiceServicer):
             if first != (kind == "open"):
                 context.abort_with_status(
                     rich_status(
-                        grpc.StatusCode.FAILED_PRECONDITION,
+                        grpc.StatusCode.INVALID_ARGUMENT,
                         "STREAM_PROTOCOL",
                         "the first message must be open, and only the first",
                         {"rule": "open_first"},

@@ -37,7 +37,6 @@ DOCUMENTED = frozenset(
         grpc.StatusCode.OK,
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
@@ -299,6 +298,7 @@ class Pipeline:
         self.count_tokens = lambda s: len(tok.encode_text(s))
         self.cases = 0
         self.codes: dict[grpc.StatusCode, int] = {}
+        self.stream_reasons: dict[str, int] = {}  # ErrorInfo reasons of failed streams
 
     def _note(self, code: grpc.StatusCode) -> grpc.StatusCode:
         self.cases += 1
@@ -344,5 +344,6 @@ class Pipeline:
                     assert opts is not None
                     self.score(check.conversation, opts.policy, opts.threshold)
         except GuardwireError as exc:
+            self.stream_reasons[exc.reason] = self.stream_reasons.get(exc.reason, 0) + 1
             return self._note(to_grpc_status(exc).code)
         return self._note(grpc.StatusCode.OK)

@@ -102,20 +102,21 @@ async def test_64_concurrent_streams_no_cross_talk(tiny_model_dir):
 
 
 @pytest.mark.parametrize(
-    ("messages", "rule"),
+    ("messages", "rule", "kind"),
     [
-        ([turn(U, "hi")], "open_first"),
-        ([open_(), turn(A, "hi")], "alternate_roles"),
-        ([open_(), delta("x")], "delta_needs_user_turn"),
-        ([open_(), END], "end_of_turn_without_response"),
+        ([turn(U, "hi")], "open_first", "turn"),
+        ([open_(), turn(A, "hi")], "alternate_roles", "turn"),
+        ([open_(), delta("x")], "delta_needs_user_turn", "delta"),
+        ([open_(), END], "end_of_turn_without_response", "end_of_turn"),
     ],
 )
-async def test_malformed_order_fails_with_the_rule(guard_server, messages, rule):
+async def test_malformed_order_fails_with_the_rule(guard_server, messages, rule, kind):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await run(guard_server.target, messages)
     d = details(info.value)
-    assert d["code"] == grpc.StatusCode.FAILED_PRECONDITION
+    assert d["code"] == grpc.StatusCode.INVALID_ARGUMENT
     assert d["reason"] == "STREAM_PROTOCOL" and d["metadata"]["rule"] == rule
+    assert d["fields"] == [kind]
 
 
 async def test_invalid_open_is_invalid_argument(guard_server):

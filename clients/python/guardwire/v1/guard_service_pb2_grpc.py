@@ -105,8 +105,8 @@ class GuardServiceServicer:
 
         Protocol:
         1. The client's first message is `open` (policy, options, cadence). Any
-        other first message fails the stream with FAILED_PRECONDITION
-        (STREAM_PROTOCOL, metadata "rule").
+        other first message fails the stream with INVALID_ARGUMENT
+        (STREAM_PROTOCOL, metadata "rule", a BadRequest naming the kind).
         2. Then, in any number:
         - `turn`: a complete turn (user prompt, or a complete assistant
         response). A user turn is always checked: one response is owed.

@@ -54,8 +54,9 @@ const (
 	ErrorReason_BACKEND_FAILURE ErrorReason = 8
 	// INTERNAL: an unexpected server error. Details are in the server log.
 	ErrorReason_INTERNAL_ERROR ErrorReason = 9
-	// FAILED_PRECONDITION: a stream message arrived out of order.
-	// Metadata: "rule". Do not retry the stream unchanged.
+	// INVALID_ARGUMENT: a stream message arrived out of order. Metadata: "rule"
+	// (e.g. "open_first", "alternate_roles"); a BadRequest names the message's
+	// kind ("turn", "delta", ...). Do not retry the stream unchanged.
 	ErrorReason_STREAM_PROTOCOL ErrorReason = 10
 	// UNAUTHENTICATED: the bearer token is missing or wrong.
 	ErrorReason_AUTH_FAILED ErrorReason = 11

@@ -104,8 +104,9 @@ public enum ErrorReason
   INTERNAL_ERROR(9),
   /**
    * <pre>
-   * FAILED_PRECONDITION: a stream message arrived out of order.
-   * Metadata: "rule". Do not retry the stream unchanged.
+   * INVALID_ARGUMENT: a stream message arrived out of order. Metadata: "rule"
+   * (e.g. "open_first", "alternate_roles"); a BadRequest names the message's
+   * kind ("turn", "delta", ...). Do not retry the stream unchanged.
    * </pre>
    *
    * <code>STREAM_PROTOCOL = 10;</code>
@@ -210,8 +211,9 @@ public enum ErrorReason
   public static final int INTERNAL_ERROR_VALUE = 9;
   /**
    * <pre>
-   * FAILED_PRECONDITION: a stream message arrived out of order.
-   * Metadata: "rule". Do not retry the stream unchanged.
+   * INVALID_ARGUMENT: a stream message arrived out of order. Metadata: "rule"
+   * (e.g. "open_first", "alternate_roles"); a BadRequest names the message's
+   * kind ("turn", "delta", ...). Do not retry the stream unchanged.
    * </pre>
    *
    * <code>STREAM_PROTOCOL = 10;</code>

@@ -98,8 +98,9 @@ export enum ErrorReason {
   INTERNAL_ERROR = 9,
 
   /**
-   * FAILED_PRECONDITION: a stream message arrived out of order.
-   * Metadata: "rule". Do not retry the stream unchanged.
+   * INVALID_ARGUMENT: a stream message arrived out of order. Metadata: "rule"
+   * (e.g. "open_first", "alternate_roles"); a BadRequest names the message's
+   * kind ("turn", "delta", ...). Do not retry the stream unchanged.
    *
    * @generated from enum value: STREAM_PROTOCOL = 10;
    */
