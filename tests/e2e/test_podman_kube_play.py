@@ -391,7 +391,7 @@ def test_kube_play_sidecar_classifies(
         assert "ROOTFS_RW" not in probe
         if source == "pvc":
             assert "MODELS_RW" not in probe, "the model volume must be mounted read-only"
-        assert "srwxrwx---" in probe, "socket mode 0770 from the entrypoint umask"
+        assert "srw-rw----" in probe, "socket mode 0660 (uds.mode -> unix_socket_mode)"
 
         # 4. telemetry from the chart's values: the Prometheus endpoint answers
         if metrics_port:

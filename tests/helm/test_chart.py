@@ -39,7 +39,7 @@ TELEMETRY_KEYS = {
     "prometheus_port",
     "trace_conversations",
 }
-CHART_MANAGED = {"listen", "model", "drain_grace_s"} | TELEMETRY_KEYS
+CHART_MANAGED = {"listen", "model", "drain_grace_s", "unix_socket_mode"} | TELEMETRY_KEYS
 SERVER_HAS_TELEMETRY = TELEMETRY_KEYS <= {o.key for o in OPTIONS}
 NO_TELEMETRY = "this server/config.py has no telemetry options (otel_*, prometheus_port) yet"
 REQUIRED_SECURITY = {
@@ -401,7 +401,8 @@ def test_probes_security_and_termination(
 
 def test_sidecar_is_native_and_ordered(helm_env: dict[str, str], tmp_path: Path) -> None:
     values = {"mode": "sidecar", **DOWNLOAD, "uds": {"enabled": True}}
-    spec = pod_specs(render(helm_env, tmp_path, values))[0]
+    docs = render(helm_env, tmp_path, values)
+    spec = pod_specs(docs)[0]
     inits = spec["initContainers"]
     assert [c["name"] for c in inits] == ["guardwire-model-download", "guardwire"]
     assert "restartPolicy" not in inits[0], "the download is an ordinary (run-to-completion) init"
@@ -415,7 +416,10 @@ def test_sidecar_is_native_and_ordered(helm_env: dict[str, str], tmp_path: Path)
     assert vols["guardwire-socket"]["emptyDir"]["medium"] == "Memory"
     assert vols["guardwire-model"]["emptyDir"]["sizeLimit"] == "20Gi"
     genv = {e["name"]: e for e in inits[1]["env"]}
-    assert genv["GUARDWIRE_UMASK"]["value"] == "0007"
+    assert "GUARDWIRE_UMASK" not in genv  # the server sets the socket mode itself
+    config = rendered_config(docs)
+    assert config["unix_socket_mode"] == "0660"
+    assert "unix:/var/run/guardwire/guardwire.sock" in config["listen"]
     assert genv["HF_HUB_OFFLINE"]["value"] == "1"
     # the download: token from the Secret, hf CLI, into the (writable) model volume
     dl = inits[0]
@@ -525,7 +529,7 @@ def test_standalone_service_hpa_pdb(helm_env: dict[str, str], tmp_path: Path) ->
         ({"config": {"dtype": "int4"}}, "dtype"),
         ({"config": {"listen": ["0.0.0.0:1"]}}, "listen"),
         ({"model": {"source": "s3"}}, "model.source"),
-        ({"uds": {"umask": "rwx"}}, "uds.umask"),
+        ({"uds": {"mode": "rwx"}}, "uds.mode"),
         ({"drainGraceSeconds": -1}, "drainGraceSeconds"),
         ({"gpu": {"enabled": "yes"}}, "gpu.enabled"),
         ({"replicas": 3}, "replicas"),

@@ -152,6 +152,7 @@ app.kubernetes.io/part-of: guardwire
 {{- $listen := list (printf "%s:%d" $v.grpc.bindAddress (int $v.grpc.port)) -}}
 {{- if $v.uds.enabled -}}
 {{- $listen = append $listen (printf "unix:%s" (include "guardwire.socketPath" .)) -}}
+{{- $_ := set $cfg "unix_socket_mode" $v.uds.mode -}}
 {{- end -}}
 {{- $_ := set $cfg "listen" $listen -}}
 {{- if ne $v.model.source "demo" -}}

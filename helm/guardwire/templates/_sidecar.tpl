@@ -28,10 +28,6 @@ args:
 env:
   - name: HF_HUB_OFFLINE
     value: "1"
-  {{- if $v.uds.enabled }}
-  - name: GUARDWIRE_UMASK
-    value: {{ $v.uds.umask | quote }}
-  {{- end }}
   {{- with $v.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
