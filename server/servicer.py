@@ -101,63 +101,70 @@ class GuardServicer(guard_service_pb2_grpc.GuardServiceServicer):
         """Answers the checks a conversation stream makes owed; see ``server.streams``."""
         self._state.call_started()
         self._open_streams += 1
-        try:
-            guard = self._guard()
-            if self._open_streams > self._settings.max_streams:
-                raise Overloaded(
-                    f"{self._settings.max_streams} streams are open; retry later",
-                    retry_after_s=1.0,
-                    queue_limit=self._settings.max_streams,
-                )
-            session = StreamSession(guard.catalog, guard.limits, guard.count_tokens)
+        # One RPC scope per stream: its duration is the stream's life; every answered check
+        # counts a verdict (rpc="StreamClassify"), the closing status counts an error.
+        with self._telemetry.rpc("StreamClassify") as rpc:
+            try:
+                guard = self._guard()
+                if self._open_streams > self._settings.max_streams:
+                    raise Overloaded(
+                        f"{self._settings.max_streams} streams are open; retry later",
+                        retry_after_s=1.0,
+                        queue_limit=self._settings.max_streams,
+                    )
+                session = StreamSession(guard.catalog, guard.limits, guard.count_tokens)
 
-            async def score(check: OwedCheck, opts: StreamOptions) -> Verdict:
-                deadline = monotonic_deadline(context.time_remaining())
-                return await guard.score(
-                    check.conversation,
-                    opts.policy,
-                    threshold=opts.threshold,
-                    deadline=deadline,
-                    stream=True,
-                )
+                async def score(check: OwedCheck, opts: StreamOptions) -> Verdict:
+                    deadline = monotonic_deadline(context.time_remaining())
+                    verdict = await guard.score(
+                        check.conversation,
+                        opts.policy,
+                        threshold=opts.threshold,
+                        deadline=deadline,
+                        stream=True,
+                    )
+                    rpc.succeeded(guard.description, verdict)
+                    return verdict
 
-            def render(
-                check: OwedCheck, verdict: Verdict, opts: StreamOptions
-            ) -> guard_service_pb2.StreamClassifyResponse:
-                now = time.monotonic()
-                last = check.conversation.turns[-1].content
-                return guard_service_pb2.StreamClassifyResponse(
-                    sequence=check.sequence,
-                    result=verdict_to_proto(
-                        verdict,
-                        model_id=guard.description.model_id,
-                        include_category_scores=opts.include_category_scores,
-                        total_s=now - check.received_at,
-                    ),
-                    turn_index=check.turn_index,
-                    safe_through_offset=check.offset_bytes,
-                    safe_through_token=guard.count_tokens(last),
-                    final=check.final,
-                    latency=duration(now - check.received_at),
-                )
+                def render(
+                    check: OwedCheck, verdict: Verdict, opts: StreamOptions
+                ) -> guard_service_pb2.StreamClassifyResponse:
+                    now = time.monotonic()
+                    last = check.conversation.turns[-1].content
+                    return guard_service_pb2.StreamClassifyResponse(
+                        sequence=check.sequence,
+                        result=verdict_to_proto(
+                            verdict,
+                            model_id=guard.description.model_id,
+                            include_category_scores=opts.include_category_scores,
+                            total_s=now - check.received_at,
+                        ),
+                        turn_index=check.turn_index,
+                        safe_through_offset=check.offset_bytes,
+                        safe_through_token=guard.count_tokens(last),
+                        final=check.final,
+                        latency=duration(now - check.received_at),
+                    )
 
-            drained = getattr(self._state, "drain_event", None)
-            requests = (
-                request_iterator if drained is None else until_drained(request_iterator, drained)
-            )
-            async for response in run_stream(
-                requests,
-                session,
-                score,
-                render,
-                max_pending_checks=self._settings.max_pending_checks,
-            ):
-                yield response
-        except Exception as exc:  # protocol, validation, overload, scoring: one explicit status
-            await abort_with(context, exc)
-        finally:
-            self._open_streams -= 1
-            self._state.call_finished()
+                drained = getattr(self._state, "drain_event", None)
+                requests = (
+                    request_iterator
+                    if drained is None
+                    else until_drained(request_iterator, drained)
+                )
+                async for response in run_stream(
+                    requests,
+                    session,
+                    score,
+                    render,
+                    max_pending_checks=self._settings.max_pending_checks,
+                ):
+                    yield response
+            except Exception as exc:  # protocol, validation, overload, scoring: one status
+                await abort_with(context, exc, rpc)
+            finally:
+                self._open_streams -= 1
+                self._state.call_finished()
 
     async def GetModelInfo(
         self,

@@ -194,6 +194,65 @@ async def test_spans_and_metrics_arrive_without_conversation_text(tiny_model_dir
     assert error_message.encode() not in rx.raw_bytes(), "errors carry a reason, not a message"
 
 
+async def _stream(target: str, messages: list[object]) -> list[object]:
+    async def gen():  # type: ignore[no-untyped-def]
+        for m in messages:
+            yield m
+
+    async with grpc.aio.insecure_channel(target) as ch:
+        return [r async for r in stub(ch).StreamClassify(gen(), timeout=30)]
+
+
+@needs_otel
+async def test_stream_checks_are_counted_without_conversation_text(tiny_model_dir: Path) -> None:
+    from guardwire.v1 import conversation_pb2, guard_service_pb2
+
+    def turn(role: int, text: str) -> object:
+        return guard_service_pb2.StreamClassifyRequest(
+            turn=conversation_pb2.Turn(role=role, content=text)
+        )
+
+    opened = guard_service_pb2.StreamClassifyRequest(open=guard_service_pb2.StreamOpen())
+    async with OtlpReceiver() as rx:
+        async with run_server(
+            tiny_model_dir, otel_enabled=True, otel_endpoint=rx.endpoint
+        ) as running:
+            answers = await _stream(
+                running.target, [opened, turn(U, f"{SECRET} hi"), turn(A, f"{SECRET} hello")]
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:  # roles must alternate
+                await _stream(running.target, [opened, turn(A, f"{SECRET} first")])
+    assert len(answers) == 2
+    assert details(info.value)["reason"] == "STREAM_PROTOCOL"
+
+    metrics = rx.metrics()
+
+    def points(name: str) -> list[tuple[dict[str, str], object]]:
+        return [
+            ({kv.key: kv.value.string_value for kv in p.attributes}, p)
+            for p in metrics[name].points()
+        ]
+
+    streams = [
+        (labels["code"], p.count)  # type: ignore[attr-defined]
+        for labels, p in points("guardwire.request.duration")
+        if labels["rpc"] == "StreamClassify"
+    ]
+    assert sorted(streams) == [("INVALID_ARGUMENT", 1), ("OK", 1)]
+    verdicts = [
+        p.as_int  # type: ignore[attr-defined]
+        for labels, p in points("guardwire.verdicts")
+        if labels["rpc"] == "StreamClassify"
+    ]
+    assert sum(verdicts) == 2, "one verdict per answered check"
+    errors = {
+        (labels["rpc"], labels["reason"]): p.as_int  # type: ignore[attr-defined]
+        for labels, p in points("guardwire.errors")
+    }
+    assert errors == {("StreamClassify", "STREAM_PROTOCOL"): 1}
+    assert SECRET.encode() not in rx.raw_bytes()
+
+
 @needs_otel
 async def test_trace_conversations_opt_in_puts_the_text_in_spans(tiny_model_dir: Path) -> None:
     async with OtlpReceiver() as rx:
