@@ -38,6 +38,9 @@ Segment = str | Special
 """A text piece (encoded as plain text) or a special token (mapped to its id)."""
 
 
+_MAX_CACHED_CONTEXTS = 64
+
+
 class Tokenizer:
     """Wraps a ``tokenizers.Tokenizer``; safe to call from several threads.
 
@@ -59,6 +62,9 @@ class Tokenizer:
         tokenizer.encode_special_tokens = True
         self._tok = tokenizer
         self._specials: dict[str, int] = {a.content: i for i, a in added.items()}
+        # encodings of ``after`` contexts: a handful of constant template strings (e.g. the end
+        # of the categories block), so caching them saves one of the encodes of every request
+        self._contexts: dict[str, tuple[int, ...]] = {}
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Tokenizer:
@@ -94,9 +100,13 @@ class Tokenizer:
         if not after:
             ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
             return ids
-        context = self._tok.encode(after, add_special_tokens=False).ids
+        context = self._contexts.get(after)
+        if context is None:
+            context = tuple(self._tok.encode(after, add_special_tokens=False).ids)
+            if len(self._contexts) < _MAX_CACHED_CONTEXTS:
+                self._contexts[after] = context
         joint: list[int] = self._tok.encode(after + text, add_special_tokens=False).ids
-        if joint[: len(context)] != context:
+        if tuple(joint[: len(context)]) != context:
             raise ValueError(
                 f"{text[:40]!r} does not start on a token boundary after {after[-40:]!r}"
             )
