@@ -188,7 +188,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 ha="right",
                 va="top",
             )
-        pts = sorted((p["offered"], p["p50"], p["p99"]) for p in row.get("latency", {}).values())
+        pts = sorted(
+            (p["offered"], p["p50"], p["p99"])
+            for p in row.get("latency", {}).values()
+            if p.get("p50") is not None and p.get("p99") is not None  # a phase with no answers
+        )
         if not pts:
             continue
         x = [p[0] for p in pts]

@@ -28,8 +28,12 @@ Policy, in the order it is applied:
   batch gets its own ``BackendFailure`` chained to the cause; other batches are unaffected.
 * **Watchdog.** With ``inference_timeout_s`` set, a batch whose ``score_fn`` call has not returned
   in time fails like a raising one (``InferenceTimeout``: "inference exceeded X s") without
-  waiting for the thread; queued items fail too, and until the stuck call returns no batch is
-  launched and ``submit`` raises ``BackendFailure`` at once. ``watch`` (``server.health_monitor``)
+  waiting for the thread. "In time" is ``inference_timeout_s`` or, for a batch that is big for
+  this machine, ``WATCHDOG_SLACK`` times its expected duration (its cost times the seconds per
+  cost unit measured on earlier batches), whichever is longer: a 1B model on two CPU cores can
+  legitimately spend minutes on a full batch, and that is not a hang. On a hang, queued items
+  fail too, and until the stuck call returns no batch is launched and ``submit`` raises
+  ``BackendFailure`` at once. ``watch`` (``server.health_monitor``)
   hears of every batch's outcome and of the stuck call.
 * **Outcomes.** Every admitted item ends with exactly one outcome: a ``BatchOutcome`` or an
   exception. ``stop(drain=True)`` scores everything queued first; ``stop(drain=False)`` fails queued
@@ -61,6 +65,7 @@ from backends.base import InferenceError, ScoreItem, ScoreResult
 from server.errors import BackendFailure, DeadlineExpired, Draining, Overloaded
 
 __all__ = [
+    "WATCHDOG_SLACK",
     "BatchCallback",
     "BatchOutcome",
     "BatchTrace",
@@ -120,6 +125,9 @@ _NO_TRACE = _NoTrace()
 
 # Timers may fire a hair before their due time; treat "almost elapsed" as elapsed.
 _WINDOW_SLACK_S = 1e-6
+
+# A batch is hung only past this many times its expected duration (and past inference_timeout_s).
+WATCHDOG_SLACK = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +225,8 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.trace_batch = trace_batch
         self.inference_timeout_s: float | None = None  # the watchdog (None or 0: off)
+        self._s_per_cost: float | None = None  # measured inference seconds per cost unit (EWMA)
+        self._hung_after_s = 0.0  # the watchdog time of the call it left
         self.watch: BatchWatch | None = None
         self._hung: asyncio.Future[list[ScoreResult]] | None = None  # a call the watchdog left
         self._groups: dict[Hashable, list[_Entry]] = {}  # each list in arrival order
@@ -326,7 +336,7 @@ class MicroBatcher:
         if self._hung is not None:
             raise BackendFailure(
                 f"the backend is unhealthy: an inference call has not returned after "
-                f"{self.inference_timeout_s:g}s; retry later or on another replica"
+                f"{self._hung_after_s:.3g}s; retry later or on another replica"
             )
         limits = self.limits
         if self._admitted >= limits.max_queue:
@@ -493,7 +503,7 @@ class MicroBatcher:
         queue_waits = [started - entry.enqueued_at for entry in batch]
         try:
             try:
-                results = await self._await_inference(work, n)
+                results = await self._await_inference(work, n, self._cost(batch))
                 if len(results) != n:
                     raise ValueError(f"score_fn returned {len(results)} results for {n} items")
             except Exception as exc:
@@ -509,6 +519,7 @@ class MicroBatcher:
             else:
                 inference_s = self._clock() - started
                 error = None
+                self._learn_speed(inference_s, self._cost(batch))
                 _finish(trace, results, None)
                 for entry, result, queue_s in zip(batch, results, queue_waits, strict=True):
                     if not entry.future.done():  # a cancelled caller's result is discarded
@@ -525,18 +536,33 @@ class MicroBatcher:
                 self._release(entry)
             self._wakeup.set()
 
+    def watchdog_timeout(self, cost: int) -> float | None:
+        """Seconds a batch of ``cost`` may take before the watchdog calls it hung (None: off)."""
+        base = self.inference_timeout_s
+        if not base or base <= 0:
+            return None
+        if self._s_per_cost is None:
+            return base
+        return max(base, WATCHDOG_SLACK * self._s_per_cost * max(cost, 1))
+
+    def _learn_speed(self, inference_s: float, cost: int) -> None:
+        rate = inference_s / max(cost, 1)
+        old = self._s_per_cost
+        self._s_per_cost = rate if old is None else 0.8 * old + 0.2 * rate
+
     async def _await_inference(
-        self, work: asyncio.Future[list[ScoreResult]], n: int
+        self, work: asyncio.Future[list[ScoreResult]], n: int, cost: int
     ) -> list[ScoreResult]:
         """``await work``, or raise ``InferenceTimeout`` once the watchdog's time is up; the
         call is then remembered as hung until it returns."""
-        timeout = self.inference_timeout_s
-        if not timeout or timeout <= 0:
+        timeout = self.watchdog_timeout(cost)
+        if timeout is None:
             return await work
         done, _ = await asyncio.wait({work}, timeout=timeout)
         if work in done:
             return work.result()
         self._hung = work
+        self._hung_after_s = timeout
         work.add_done_callback(self._hung_returned)
         logger.error(
             "inference exceeded %gs on a batch of %d items; failing it and every queued item, "

@@ -219,8 +219,9 @@ OPTIONS: tuple[Option, ...] = (
         "inference_timeout_s",
         float,
         30.0,
-        "Watchdog: a batch whose inference runs longer fails with BACKEND_FAILURE and the "
-        "backend counts as unhealthy until the call returns (0 = off).",
+        "Watchdog: a batch whose inference runs longer (and longer than 4x its expected time "
+        "from the measured speed) fails with BACKEND_FAILURE and the backend counts as "
+        "unhealthy until the call returns (0 = off).",
         _non_negative,
     ),
     Option(

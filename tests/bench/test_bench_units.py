@@ -67,6 +67,16 @@ def test_markdown_has_the_ratios(tmp_path: Path):
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
+def test_plot_skips_a_load_phase_that_got_no_answers(tmp_path: Path):
+    results = _results()
+    results["rows"][1]["latency"] = {
+        "0.5": {"offered": 1.0, "p50": 0.2, "p99": 0.5, "n": 10},
+        "0.9": {"offered": 2.0, "p50": None, "p99": None, "n": 0},  # every call failed
+    }
+    plot(results, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
 def test_workload_mixes_prompt_and_response_checks():
     w = load_workload(size=200, seed=1)
     users = sum(1 for c in w.conversations if c[-1][0] == "user")

@@ -188,6 +188,43 @@ async def test_watchdog_fails_a_hung_batch_and_blocks_until_it_returns() -> None
         await batcher.stop()
 
 
+async def test_watchdog_allows_a_big_batch_its_measured_time_but_still_catches_a_hang() -> None:
+    """A slow machine is not a hang: the watchdog scales with the seconds per token measured on
+    earlier batches (a 1B model on 2 CPU cores spent minutes on a full batch)."""
+    per_token_s = 0.004
+    state = {"hang": False}
+    release = threading.Event()
+
+    def score(items: Sequence[ScoreItem]) -> list[ScoreResult]:
+        if state["hang"]:
+            release.wait(10)
+        time.sleep(per_token_s * sum(len(i.tail_ids) for i in items))
+        return [ScoreResult((), 1, 0) for _ in items]
+
+    def long_item(tokens: int) -> ScoreItem:
+        return ScoreItem((1,), tuple(range(2, 2 + tokens)), (Readout(0, (1,)),))
+
+    batcher = MicroBatcher(score, BatcherLimits(max_batch_size=1, max_wait_s=0.001))
+    batcher.inference_timeout_s = 0.2
+    await batcher.start()
+    try:
+        assert batcher.watchdog_timeout(10_000) == 0.2  # nothing measured yet: the floor
+        await batcher.submit(long_item(10), deadline=None)  # 0.04 s: learns ~0.004 s/token
+        big = batcher.watchdog_timeout(150)
+        assert big is not None and big > 4 * 0.5 * per_token_s * 150  # >> the 0.2 s floor
+        outcome = await batcher.submit(long_item(150), deadline=None)  # 0.6 s > 0.2 s floor
+        assert outcome.inference_s > 0.2 and not batcher.hung
+        assert batcher.watchdog_timeout(1) == 0.2  # small batches keep the floor
+        state["hang"] = True
+        t0 = time.monotonic()
+        with pytest.raises(BackendFailure, match="inference exceeded"):
+            await batcher.submit(long_item(10), deadline=None)
+        assert time.monotonic() - t0 < 1.0, "a real hang is still failed at the floor"
+    finally:
+        release.set()
+        await batcher.stop()
+
+
 async def test_stop_does_not_wait_for_a_stuck_call() -> None:
     backend, batcher, monitor, _ = setup(timeout=0.1)
     await batcher.start()
