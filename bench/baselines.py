@@ -60,6 +60,28 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def time_batches(
+    run: Callable[[list[int]], None],
+    batches: list[list[int]],
+    lengths: list[int],
+    *,
+    warmup: list[int],
+    device: str,
+) -> dict[str, Any]:
+    """Runs ``warmup`` untimed, then every batch timed; the figures of a batched baseline."""
+    run(warmup)
+    start = time.perf_counter()
+    for batch in batches:
+        run(batch)
+    _sync(device)
+    return {
+        "total_s": time.perf_counter() - start,
+        "batches": len(batches),
+        "padded_tokens": sum(max(lengths[i] for i in b) * len(b) for b in batches),
+        "real_tokens": sum(lengths),
+    }
+
+
 def run_baselines(
     model_dir: Path,
     conversations: list[list[tuple[str, str]]],
@@ -174,17 +196,7 @@ def run_baselines(
                 h = hidden.last_hidden_state[torch.arange(b, device=dev), last]
                 (h @ head.T).float().cpu()  # full-vocabulary logits, last position only
 
-            run(batches[0][:1])  # warm-up, untimed
-            start = time.perf_counter()
-            for batch in batches:
-                run(batch)
-            _sync(dev)
-            return {
-                "total_s": time.perf_counter() - start,
-                "batches": len(batches),
-                "padded_tokens": sum(max(lengths[i] for i in b) * len(b) for b in batches),
-                "real_tokens": sum(lengths),
-            }
+            return time_batches(run, batches, lengths, warmup=batches[0][:1], device=dev)
 
         # -- 4. the compute floor: tails only, on a cached prefix -------------------------------
         def floor() -> dict[str, Any]:
@@ -241,17 +253,7 @@ def run_baselines(
                 w = head.index_select(0, torch.tensor(wanted, device=dev))
                 (h.float() @ w.float().T).cpu()
 
-            run(batches[-1][:1])  # warm-up, untimed
-            start = time.perf_counter()
-            for batch in batches:
-                run(batch)
-            _sync(dev)
-            return {
-                "total_s": time.perf_counter() - start,
-                "batches": len(batches),
-                "padded_tokens": sum(max(lengths[i] for i in b) * len(b) for b in batches),
-                "real_tokens": sum(lengths),
-            }
+            return time_batches(run, batches, lengths, warmup=batches[-1][:1], device=dev)
 
         steps = {"moderate": moderate, "batched_no_prefix": batched_no_prefix, "floor": floor}
         for name in configs:

@@ -499,11 +499,11 @@ class MicroBatcher:
         started: float,
         trace: BatchTrace,
     ) -> None:
-        n = len(batch)
+        n, cost = len(batch), self._cost(batch)
         queue_waits = [started - entry.enqueued_at for entry in batch]
         try:
             try:
-                results = await self._await_inference(work, n, self._cost(batch))
+                results = await self._await_inference(work, n, cost)
                 if len(results) != n:
                     raise ValueError(f"score_fn returned {len(results)} results for {n} items")
             except Exception as exc:
@@ -519,14 +519,14 @@ class MicroBatcher:
             else:
                 inference_s = self._clock() - started
                 error = None
-                self._learn_speed(inference_s, self._cost(batch))
+                self._learn_speed(inference_s, cost)
                 _finish(trace, results, None)
                 for entry, result, queue_s in zip(batch, results, queue_waits, strict=True):
                     if not entry.future.done():  # a cancelled caller's result is discarded
                         entry.future.set_result(
                             BatchOutcome(result, queue_s, inference_s, n, trace.context)
                         )
-            self._report(n, self._cost(batch), queue_waits, inference_s)
+            self._report(n, cost, queue_waits, inference_s)
             self._tell("batch_finished", n, error)
         finally:
             for entry in batch:  # never leave a waiter hanging, whatever happened above
