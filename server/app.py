@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class GuardServer:
         self.draining = False
         self.addresses: list[str] = []
         self.in_flight = 0  # RPCs being handled (the servicer counts them)
+        self._last_call_at = 0.0  # time.monotonic() of the last call_started
         self._idle = asyncio.Event()
         self._idle.set()
         self.drain_event = asyncio.Event()  # set on drain: open streams answer and end
@@ -173,6 +175,7 @@ class GuardServer:
 
     def call_started(self) -> None:
         self.in_flight += 1
+        self._last_call_at = time.monotonic()
         self._idle.clear()
 
     def call_finished(self) -> None:
@@ -197,12 +200,28 @@ class GuardServer:
         t0 = loop.time()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        await self._wait_quiet(deadline=time.monotonic() + grace - (loop.time() - t0))
         await self._server.stop(max(0.0, grace - (loop.time() - t0)))
         if self.guard is not None:
             await self.guard.batcher.stop(drain=True)
             await asyncio.to_thread(self.guard.backend.close)
         await asyncio.to_thread(self.telemetry.shutdown)  # flushes pending spans and metrics
         log.info("stopped")
+
+    async def _wait_quiet(self, deadline: float) -> None:
+        """Keeps refusing new calls with UNAVAILABLE until none arrived for ``drain_quiet_s``.
+
+        gRPC core answers CANCELLED, not UNAVAILABLE, to a call that reaches the server while it
+        closes but before a handler took it (grpc/grpc#41785); clients do not retry CANCELLED.
+        Closing only once callers have gone quiet keeps that race to calls sent at that instant.
+        """
+        quiet = self.settings.drain_quiet_s
+        while True:
+            now = time.monotonic()
+            since_last, left = now - self._last_call_at, deadline - now
+            if left <= 0 or (since_last >= quiet and self.in_flight == 0):
+                return
+            await asyncio.sleep(min(max(quiet - since_last, 0.01), left))
 
     async def wait_closed(self) -> None:
         await self._server.wait_for_termination()

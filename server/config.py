@@ -205,6 +205,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "drain_grace_s", float, 20.0, "Seconds to finish in-flight work on SIGTERM.", _non_negative
     ),
+    Option(
+        "drain_quiet_s",
+        float,
+        0.3,
+        "On drain, keep answering new calls with UNAVAILABLE until none arrived for this long "
+        "(within drain_grace_s) before closing the port: gRPC cancels calls that race the close.",
+        _non_negative,
+    ),
     Option("reflection", _bool, True, "Serve gRPC server reflection."),
     # -- reliability and security (server.health_monitor, server.transport, README) ----------
     Option(
@@ -351,6 +359,7 @@ class Settings:
     prioritize_prompts: bool
     min_verdict_mass: float
     drain_grace_s: float
+    drain_quiet_s: float
     reflection: bool
     log_level: str
     log_conversations: bool

@@ -116,6 +116,43 @@ async def test_drain_finishes_in_flight_and_refuses_new_calls(tiny_model_dir):
     assert len(results) == 3 and all(r.verdict for r in results)
 
 
+async def test_drain_refuses_callers_until_they_go_quiet_then_closes(tiny_model_dir):
+    """Calls that keep coming after SIGTERM all get UNAVAILABLE / DRAINING from the handler:
+    the port closes only once none arrived for drain_quiet_s (gRPC core would answer CANCELLED
+    to a call racing the close), and no later than the grace period."""
+    quiet, sending_s = 0.3, 1.0
+    async with run_server(tiny_model_dir, backend="fake", drain_quiet_s=quiet) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            s = stub(ch)
+            await s.Classify(request((U, "warm")), timeout=5)
+            t0 = time.monotonic()
+            drain = asyncio.ensure_future(srv.server.drain(10.0))
+            codes, reasons = [], set()
+            while time.monotonic() - t0 < sending_s:
+                try:
+                    await s.Classify(request((U, "late")), timeout=5)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as err:
+                    codes.append(err.code())
+                    reasons.add(details(err)["reason"])
+                await asyncio.sleep(0.05)
+                assert not drain.done(), "closed while callers were still sending"
+            await drain
+            closed_after = time.monotonic() - t0
+    assert len(codes) >= 10 and set(codes) == {grpc.StatusCode.UNAVAILABLE}
+    assert reasons == {"DRAINING"}
+    assert sending_s + quiet * 0.9 <= closed_after < sending_s + quiet + 2.0
+
+
+async def test_drain_quiet_period_is_bounded_by_the_grace(tiny_model_dir):
+    async with run_server(tiny_model_dir, backend="fake", drain_quiet_s=30.0) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            await stub(ch).Classify(request((U, "just before")), timeout=5)
+        t0 = time.monotonic()
+        await srv.server.drain(0.5)
+    assert 0.4 <= time.monotonic() - t0 < 3.0  # waited for quiet, but only for the grace
+
+
 def test_load_probe_refuses_an_unrigged_model(tmp_path):
     from backends.base import BackendStartError
     from server.devtools.tiny_model import make_test_model
