@@ -134,6 +134,7 @@ class GuardServer:
             on_change=self._backend_health_changed,
         )
         monitor.attach(guard, inference_timeout_s=self.settings.inference_timeout_s)
+        self.telemetry.watch_health(monitor)
         self.health_monitor = monitor
         await guard.batcher.start()
         self.guard = guard

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
     from server.batcher import BatchOutcome, MicroBatcher
     from server.guard import Guard, ModelDescription
+    from server.health_monitor import HealthMonitor
+    from server.verdict_cache import VerdictCache
 
 __all__ = [
     "ATTR",
@@ -91,6 +93,22 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "guardwire.verdicts": ("{verdict}", ("rpc", "verdict", "category"), "Verdicts returned"),
     "guardwire.errors": ("{error}", ("rpc", "reason"), "Failed RPCs by ErrorReason"),
     "guardwire.prefix_cache.hits": ("{request}", (), "Requests whose policy prefix was cached"),
+    "guardwire.verdict_cache.lookups": (
+        "{request}",
+        ("result",),
+        "Verdict-cache lookups: hit, coalesced (joined an identical request in flight) or miss",
+    ),
+    "guardwire.verdict_cache.entries": ("{entry}", (), "Verdicts held by the verdict cache"),
+    "guardwire.backend.healthy": (
+        "1",
+        (),
+        "1 while the backend answers; 0 after repeated failed batches, a hang or out of memory",
+    ),
+    "guardwire.backend.events": (
+        "{event}",
+        ("event",),
+        "Backend faults and recoveries: failed_batches, out_of_memory, hangs, probes, recoveries",
+    ),
 }
 
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -168,7 +186,10 @@ class Telemetry:
         """Starts the Prometheus endpoint (when configured)."""
 
     def instrument(self, guard: Guard) -> None:
-        """Hooks a loaded guard: stage spans, batch spans, batch and queue metrics."""
+        """Hooks a loaded guard: stage spans, batch spans, batch, queue and cache metrics."""
+
+    def watch_health(self, monitor: HealthMonitor) -> None:
+        """Exports the backend's health and its fault and recovery counters."""
 
     def shutdown(self) -> None:
         """Flushes and exports what is pending, then stops. Blocking: call it in a thread."""
@@ -236,6 +257,8 @@ class _OtelTelemetry(Telemetry):
         self._labels = {"model": settings.model or "unknown", "backend": settings.backend}
         self._span_attrs: dict[str, Any] = {}
         self._batcher: MicroBatcher | None = None
+        self._verdict_cache: VerdictCache | None = None
+        self._health: HealthMonitor | None = None
         self._known_codes: frozenset[str] = frozenset()
         self._last_depth = 0
         self._http: Any = None
@@ -301,12 +324,24 @@ class _OtelTelemetry(Telemetry):
         self._verdicts = counter("guardwire.verdicts")
         self._errors = counter("guardwire.errors")
         self._prefix_hits = counter("guardwire.prefix_cache.hits")
-        meter.create_observable_gauge(
-            "guardwire.queue.depth",
-            callbacks=[self._observe_queue_depth],
-            unit=unit("guardwire.queue.depth"),
-            description=METRICS["guardwire.queue.depth"][2],
-        )
+        observed = {  # read when exported: the counters live in the cache and the monitor
+            "guardwire.queue.depth": (meter.create_observable_gauge, self._observe_queue_depth),
+            "guardwire.verdict_cache.lookups": (
+                meter.create_observable_counter,
+                self._observe_cache_lookups,
+            ),
+            "guardwire.verdict_cache.entries": (
+                meter.create_observable_gauge,
+                self._observe_cache_entries,
+            ),
+            "guardwire.backend.healthy": (meter.create_observable_gauge, self._observe_healthy),
+            "guardwire.backend.events": (
+                meter.create_observable_counter,
+                self._observe_backend_events,
+            ),
+        }
+        for name, (create, callback) in observed.items():
+            create(name, callbacks=[callback], unit=unit(name), description=METRICS[name][2])
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -331,9 +366,13 @@ class _OtelTelemetry(Telemetry):
         policies = [guard.catalog.default, *guard.catalog.named.values()]
         self._known_codes = frozenset(c.code for p in policies for c in p.categories)
         self._batcher = guard.batcher
+        self._verdict_cache = guard.verdict_cache
         guard.telemetry = self
         guard.batcher.on_batch = self._on_batch
         guard.batcher.trace_batch = self._trace_batch
+
+    def watch_health(self, monitor: HealthMonitor) -> None:
+        self._health = monitor
 
     def shutdown(self) -> None:
         try:
@@ -426,6 +465,36 @@ class _OtelTelemetry(Telemetry):
         except RuntimeError:  # read from the exporter's thread while the loop changed the queue
             pass
         return [Observation(self._last_depth, self._labels)]
+
+    def _observe_cache_lookups(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        cache = self._verdict_cache
+        if cache is None:
+            return []
+        counts = {"hit": cache.hits, "coalesced": cache.coalesced, "miss": cache.misses}
+        return [Observation(n, {**self._labels, "result": r}) for r, n in counts.items()]
+
+    def _observe_cache_entries(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        cache = self._verdict_cache
+        return [] if cache is None else [Observation(len(cache), self._labels)]
+
+    def _observe_healthy(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        monitor = self._health
+        return [] if monitor is None else [Observation(int(monitor.healthy), self._labels)]
+
+    def _observe_backend_events(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        monitor = self._health
+        if monitor is None:
+            return []
+        counts = dict(monitor.counters)  # a copy: the worker thread may be counting
+        return [Observation(n, {**self._labels, "event": e}) for e, n in counts.items()]
 
     def _count_verdict(self, rpc: str, verdict: Verdict) -> None:
         category = "none"

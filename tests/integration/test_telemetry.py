@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -275,6 +276,58 @@ def _no_otel_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every ``import opentelemetry...`` fails, as on an install without the extra."""
     for name in [m for m in sys.modules if m.split(".")[0] == "opentelemetry"] or ["opentelemetry"]:
         monkeypatch.setitem(sys.modules, name, None)
+
+
+def _samples(scrape: str, family: str) -> dict[str, float]:
+    """``{label_key: value}`` of one Prometheus family, keyed by the value of its non-common
+    label (``result`` / ``event``), or ``""`` when it has none."""
+    out = {}
+    for line in scrape.splitlines():
+        if not line.startswith(family + "{"):
+            continue
+        labels, value = line[len(family) + 1 :].rsplit("} ", 1)
+        pairs = dict(kv.split("=", 1) for kv in labels.split(","))
+        key = next((pairs[k].strip('"') for k in ("result", "event") if k in pairs), "")
+        out[key] = float(value)
+    return out
+
+
+@needs_otel
+async def test_verdict_cache_and_backend_health_are_exported(tiny_model_dir: Path) -> None:
+    prom_port = _free_port()
+    fail = threading.Event()
+    async with run_server(
+        tiny_model_dir,
+        backend="fake",
+        backend_options={"fail_when": lambda items: fail.is_set()},
+        otel_enabled=True,
+        prometheus_port=prom_port,
+        verdict_cache_entries=16,
+        unhealthy_after_failures=1,
+        recovery_probe_s=30.0,  # no probe turns it back during the test
+        max_batch_size=1,
+    ) as running:
+        async with grpc.aio.insecure_channel(running.target) as ch:
+            same = request((U, "what is the capital of France?"))
+            await stub(ch).Classify(same, timeout=10)
+            await stub(ch).Classify(same, timeout=10)  # answered from the verdict cache
+            healthy = await asyncio.to_thread(_scrape, prom_port)
+            fail.set()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub(ch).Classify(request((U, "a new question")), timeout=10)
+            failing = await asyncio.to_thread(_scrape, prom_port)
+
+    assert _samples(healthy, "guardwire_verdict_cache_lookups_total") == {
+        "hit": 1.0,
+        "coalesced": 0.0,
+        "miss": 1.0,
+    }
+    assert _samples(healthy, "guardwire_verdict_cache_entries") == {"": 1.0}
+    assert _samples(healthy, "guardwire_backend_healthy") == {"": 1.0}
+    assert _samples(healthy, "guardwire_backend_events_total")["failed_batches"] == 0.0
+    assert _samples(failing, "guardwire_backend_healthy") == {"": 0.0}
+    assert _samples(failing, "guardwire_backend_events_total")["failed_batches"] == 1.0
+    assert _samples(failing, "guardwire_verdict_cache_lookups_total")["miss"] == 2.0
 
 
 @pytest.mark.usefixtures("_no_otel_packages")
