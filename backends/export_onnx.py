@@ -172,9 +172,7 @@ def _score_module(model: Any) -> Any:
             sub_bias = None if bias is None else bias.index_select(0, vocab_ids)
             logits = self._project(h.float(), w.index_select(0, vocab_ids).float(), sub_bias)
             lse = torch.logsumexp(self._project(h.index_select(0, lse_index), w, bias), dim=-1)
-            presents = [
-                t for layer in output_cache(out).layers for t in (layer.keys, layer.values)
-            ]
+            presents = [t for layer in output_cache(out).layers for t in (layer.keys, layer.values)]
             return (logits, lse, *presents)
 
     return ScoreGraph().eval()

@@ -473,9 +473,7 @@ def _own_lg3_renders(turns: int) -> list[str]:
     from server.domain import Conversation, Role, Turn
 
     adapter = LlamaGuard3Adapter(GuardTokenizer(train_tokenizer()), "1b")
-    convo = tuple(
-        Turn(Role.USER if i % 2 == 0 else Role.ASSISTANT, "x") for i in range(turns)
-    )
+    convo = tuple(Turn(Role.USER if i % 2 == 0 else Role.ASSISTANT, "x") for i in range(turns))
     return [adapter.render(Conversation(convo), adapter.default_policy).full]  # type: ignore[return-value]
 
 

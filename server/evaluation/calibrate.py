@@ -232,7 +232,7 @@ _HEADER = """\
 
 def _code_key(code: str) -> tuple[str, int, str]:
     head = code.rstrip("0123456789")
-    tail = code[len(head):]
+    tail = code[len(head) :]
     return (head, int(tail) if tail else -1, code)
 
 

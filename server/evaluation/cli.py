@@ -35,33 +35,65 @@ ClientFactory = Callable[[str, float], Any]  # (target, timeout) -> async contex
 
 def _add_common(p: argparse.ArgumentParser, *, need_target: bool) -> None:
     src = p.add_argument_group("server and data")
-    src.add_argument("--target", required=need_target,
-                     help="address of a running sidecar, host:port or unix:/path")
-    src.add_argument("--dataset", required=need_target,
-                     help="dataset file (or the XSTest model_completions folder)")
-    src.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                     help="dataset format (default: detected from the file)")
-    src.add_argument("--limit", type=int, default=None,
-                     help="evaluate a stratified random sample of N examples")
+    src.add_argument(
+        "--target",
+        required=need_target,
+        help="address of a running sidecar, host:port or unix:/path",
+    )
+    src.add_argument(
+        "--dataset",
+        required=need_target,
+        help="dataset file (or the XSTest model_completions folder)",
+    )
+    src.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", *FORMATS),
+        help="dataset format (default: detected from the file)",
+    )
+    src.add_argument(
+        "--limit", type=int, default=None, help="evaluate a stratified random sample of N examples"
+    )
     src.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    src.add_argument("--include-ambiguous", action="store_true",
-                     help="xstest-completions: keep partial refusals to unsafe prompts (as safe)")
+    src.add_argument(
+        "--include-ambiguous",
+        action="store_true",
+        help="xstest-completions: keep partial refusals to unsafe prompts (as safe)",
+    )
     pol = p.add_argument_group("policy")
     pol.add_argument("--policy-id", default=None, help="named policy configured on the server")
-    pol.add_argument("--exclude", action="append", default=[], metavar="CODES",
-                     help="category codes to exclude (comma-separated, repeatable)")
-    pol.add_argument("--categories", default=None, metavar="FILE|openai-moderation",
-                     help="custom (zero-shot) categories: a YAML/JSON list of {code, name, "
-                          "description}, or 'openai-moderation' for OpenAI's taxonomy as S1..S8")
-    pol.add_argument("--threshold", type=float, default=None,
-                     help="threshold to request (default: the server's)")
+    pol.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="CODES",
+        help="category codes to exclude (comma-separated, repeatable)",
+    )
+    pol.add_argument(
+        "--categories",
+        default=None,
+        metavar="FILE|openai-moderation",
+        help="custom (zero-shot) categories: a YAML/JSON list of {code, name, "
+        "description}, or 'openai-moderation' for OpenAI's taxonomy as S1..S8",
+    )
+    pol.add_argument(
+        "--threshold", type=float, default=None, help="threshold to request (default: the server's)"
+    )
     run = p.add_argument_group("run")
     run.add_argument("--concurrency", type=int, default=8, help="calls in flight (default 8)")
     run.add_argument("--timeout", type=float, default=30.0, help="per-call deadline in seconds")
-    run.add_argument("--retries", type=int, default=2,
-                     help="retries of an overloaded/unavailable call (default 2)")
-    run.add_argument("--max-errors", type=int, default=100,
-                     help="stop sending after this many failed examples (default 100; -1: never)")
+    run.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries of an overloaded/unavailable call (default 2)",
+    )
+    run.add_argument(
+        "--max-errors",
+        type=int,
+        default=100,
+        help="stop sending after this many failed examples (default 100; -1: never)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -69,14 +101,21 @@ def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guardwire eval",
         description="Measure a running guard sidecar on a labelled dataset: AUPRC, ROC AUC, "
-                    "precision/recall/F1/FPR at the served and best-F1 thresholds, per category.",
+        "precision/recall/F1/FPR at the served and best-F1 thresholds, per category.",
     )
     _add_common(p, need_target=True)
-    p.add_argument("--out", default="eval-report",
-                   help="output folder for report.json, report.md, pr_curve.png, "
-                        "predictions.jsonl (default ./eval-report)")
-    p.add_argument("--test-model", choices=("auto", "yes", "no"), default="auto",
-                   help="label the report as a test-model run (default: guessed from the model)")
+    p.add_argument(
+        "--out",
+        default="eval-report",
+        help="output folder for report.json, report.md, pr_curve.png, "
+        "predictions.jsonl (default ./eval-report)",
+    )
+    p.add_argument(
+        "--test-model",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="label the report as a test-model run (default: guessed from the model)",
+    )
     return p
 
 
@@ -84,17 +123,28 @@ def _calibrate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guardwire calibrate",
         description="Fit per-category thresholds for a target false-positive rate and write them "
-                    "as a thresholds YAML file (rule: top-category; see docs/evaluation.md).",
+        "as a thresholds YAML file (rule: top-category; see docs/evaluation.md).",
     )
     _add_common(p, need_target=False)
-    p.add_argument("--predictions", default=None, metavar="DIR|FILE",
-                   help="reuse an eval run (its folder or predictions.jsonl) instead of "
-                        "--target/--dataset")
+    p.add_argument(
+        "--predictions",
+        default=None,
+        metavar="DIR|FILE",
+        help="reuse an eval run (its folder or predictions.jsonl) instead of --target/--dataset",
+    )
     p.add_argument("--target-fpr", type=float, required=True, help="e.g. 0.05")
-    p.add_argument("--min-negatives", type=int, default=20,
-                   help="fewest safe examples for a category to get its own threshold")
-    p.add_argument("--holdout", type=float, default=0.0,
-                   help="fraction of examples kept out of the fit to measure the thresholds on")
+    p.add_argument(
+        "--min-negatives",
+        type=int,
+        default=20,
+        help="fewest safe examples for a category to get its own threshold",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="fraction of examples kept out of the fit to measure the thresholds on",
+    )
     p.add_argument("--out", required=True, help="thresholds file to write, e.g. policy.yaml")
     p.add_argument("--report-dir", default=None, help="also write the eval report here")
     return p
@@ -129,7 +179,11 @@ def _policy(args: argparse.Namespace) -> EvalPolicy:
 def _dataset(args: argparse.Namespace) -> Dataset:
     taxonomy = "openai" if args.categories == "openai-moderation" else "llama-guard-3"
     return load_dataset(
-        args.dataset, args.format, limit=args.limit, seed=args.seed, taxonomy=taxonomy,
+        args.dataset,
+        args.format,
+        limit=args.limit,
+        seed=args.seed,
+        taxonomy=taxonomy,
         include_ambiguous=args.include_ambiguous,
     )
 
@@ -138,8 +192,11 @@ async def _run(
     args: argparse.Namespace, ds: Dataset, policy: EvalPolicy, factory: ClientFactory | None
 ) -> EvalRun:
     kw: dict[str, Any] = {
-        "concurrency": args.concurrency, "policy": policy, "timeout": args.timeout,
-        "progress": not args.no_progress, "retries": args.retries,
+        "concurrency": args.concurrency,
+        "policy": policy,
+        "timeout": args.timeout,
+        "progress": not args.no_progress,
+        "retries": args.retries,
         "max_errors": None if args.max_errors < 0 else args.max_errors,
     }
     if factory is None:
@@ -164,17 +221,20 @@ def _summary_line(report: dict[str, Any]) -> str:
     )
 
 
-def _write_eval(
-    run: EvalRun, ds: Dataset, out: str, test_model: bool | None
-) -> dict[str, Any]:
+def _write_eval(run: EvalRun, ds: Dataset, out: str, test_model: bool | None) -> dict[str, Any]:
     return rep.write_report(
-        run, ds.summary(), out, category_codes=ds.category_codes,
-        category_names=ds.category_names, test_model=test_model,
+        run,
+        ds.summary(),
+        out,
+        category_codes=ds.category_codes,
+        category_names=ds.category_names,
+        test_model=test_model,
     )
 
 
-def eval_main(argv: Sequence[str] | None = None, *, client_factory: ClientFactory | None = None
-              ) -> int:
+def eval_main(
+    argv: Sequence[str] | None = None, *, client_factory: ClientFactory | None = None
+) -> int:
     """``guardwire eval``. ``client_factory`` replaces the real client (tests)."""
     args = _eval_parser().parse_args(argv)
     try:
@@ -234,8 +294,10 @@ def calibrate_main(
                 _write_eval(run, ds, args.report_dir, None)
             results, aborted = run.results, run.aborted
             meta = {
-                "model_id": run.model_id, "policy_id": run.policy_id,
-                "policy": policy.describe(), "dataset": ds.summary(),
+                "model_id": run.model_id,
+                "policy_id": run.policy_id,
+                "policy": policy.describe(),
+                "dataset": ds.summary(),
                 "test_model": rep.is_test_model(run.model_id, run.model_info),
             }
     except (DatasetError, OSError, ValueError) as exc:
@@ -278,8 +340,10 @@ def calibrate_main(
     )
     if hold:
         h = md["holdout"]
-        print(f"holdout ({h['examples']} examples): FPR {rep.fmt(h['fpr'])} "
-              f"recall {rep.fmt(h['recall'])}")
+        print(
+            f"holdout ({h['examples']} examples): FPR {rep.fmt(h['fpr'])} "
+            f"recall {rep.fmt(h['recall'])}"
+        )
     if errors:
         print(f"note: {errors} examples failed and were left out of the fit", file=sys.stderr)
     return 0

@@ -131,23 +131,53 @@ OPENAI_TO_LG3: dict[str, tuple[str, str]] = {
 #: dataset label. Codes are S1..S8 because Llama Guard 2/3 models answer with ``S<n>`` codes.
 #: Definitions quoted from the dataset's README (openai/moderation-api-release, MIT).
 OPENAI_CATEGORIES: dict[str, tuple[str, str, str]] = {
-    "S": ("S1", "Sexual", "Content meant to arouse sexual excitement, such as the description of "
-          "sexual activity, or that promotes sexual services (excluding sex education and "
-          "wellness)."),
-    "H": ("S2", "Hate", "Content that expresses, incites, or promotes hate based on race, gender, "
-          "ethnicity, religion, nationality, sexual orientation, disability status, or caste."),
-    "V": ("S3", "Violence", "Content that promotes or glorifies violence or celebrates the "
-          "suffering or humiliation of others."),
-    "HR": ("S4", "Harassment", "Content that may be used to torment or annoy individuals in real "
-           "life, or make harassment more likely to occur."),
-    "SH": ("S5", "Self-Harm", "Content that promotes, encourages, or depicts acts of self-harm, "
-           "such as suicide, cutting, and eating disorders."),
-    "S3": ("S6", "Sexual/Minors", "Sexual content that includes an individual who is under 18 "
-           "years old."),
-    "H2": ("S7", "Hate/Threatening", "Hateful content that also includes violence or serious "
-           "harm towards the targeted group."),
-    "V2": ("S8", "Violence/Graphic", "Violent content that depicts death, violence, or serious "
-           "physical injury in extreme graphic detail."),
+    "S": (
+        "S1",
+        "Sexual",
+        "Content meant to arouse sexual excitement, such as the description of "
+        "sexual activity, or that promotes sexual services (excluding sex education and "
+        "wellness).",
+    ),
+    "H": (
+        "S2",
+        "Hate",
+        "Content that expresses, incites, or promotes hate based on race, gender, "
+        "ethnicity, religion, nationality, sexual orientation, disability status, or caste.",
+    ),
+    "V": (
+        "S3",
+        "Violence",
+        "Content that promotes or glorifies violence or celebrates the "
+        "suffering or humiliation of others.",
+    ),
+    "HR": (
+        "S4",
+        "Harassment",
+        "Content that may be used to torment or annoy individuals in real "
+        "life, or make harassment more likely to occur.",
+    ),
+    "SH": (
+        "S5",
+        "Self-Harm",
+        "Content that promotes, encourages, or depicts acts of self-harm, "
+        "such as suicide, cutting, and eating disorders.",
+    ),
+    "S3": (
+        "S6",
+        "Sexual/Minors",
+        "Sexual content that includes an individual who is under 18 years old.",
+    ),
+    "H2": (
+        "S7",
+        "Hate/Threatening",
+        "Hateful content that also includes violence or serious harm towards the targeted group.",
+    ),
+    "V2": (
+        "S8",
+        "Violence/Graphic",
+        "Violent content that depicts death, violence, or serious "
+        "physical injury in extreme graphic detail.",
+    ),
 }
 
 OPENAI_KEYS = tuple(OPENAI_TO_LG3)
@@ -238,9 +268,9 @@ def _csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[s
             yield reader.line_num, row
 
 
-def read_xstest(path: str | Path, *, stats: dict[str, int] | None = None) -> Iterator[
-    LabeledExample
-]:
+def read_xstest(
+    path: str | Path, *, stats: dict[str, int] | None = None
+) -> Iterator[LabeledExample]:
     """Reads ``xstest_prompts.csv``: prompt-only, safe/unsafe from the ``label`` column."""
     p = Path(path)
     for n, row in _csv_rows(p, ("id", "prompt", "type", "label")):
@@ -344,9 +374,9 @@ def _codes(obj: dict[str, Any], key: str, where: str) -> frozenset[str] | None:
     return frozenset(raw)
 
 
-def read_jsonl(path: str | Path, *, stats: dict[str, int] | None = None) -> Iterator[
-    LabeledExample
-]:
+def read_jsonl(
+    path: str | Path, *, stats: dict[str, int] | None = None
+) -> Iterator[LabeledExample]:
     """Reads the generic JSONL format described in the module docstring."""
     p = Path(path)
     seen: set[str] = set()
@@ -517,8 +547,9 @@ def load_dataset(
     elif fmt == "xstest":
         examples = list(read_xstest(p, stats=stats))
     elif fmt == "xstest-completions":
-        examples = list(read_xstest_completions(p, include_ambiguous=include_ambiguous,
-                                                stats=stats))
+        examples = list(
+            read_xstest_completions(p, include_ambiguous=include_ambiguous, stats=stats)
+        )
     else:
         examples = list(read_jsonl(p, stats=stats))
     if not examples:
@@ -531,7 +562,8 @@ def load_dataset(
     view = _LABEL_VIEWS[fmt].format(
         taxonomy="OpenAI zero-shot S1..S8" if taxonomy == "openai" else "Llama Guard 3",
         ambiguous="partial refusals to unsafe prompts counted safe"
-        if include_ambiguous else "partial refusals to unsafe prompts skipped",
+        if include_ambiguous
+        else "partial refusals to unsafe prompts skipped",
     )
     return Dataset(
         path=str(p),
@@ -550,5 +582,5 @@ def load_dataset(
 
 def _code_key(code: str) -> tuple[str, int, str]:
     head = code.rstrip("0123456789")
-    tail = code[len(head):]
+    tail = code[len(head) :]
     return (head, int(tail) if tail else -1, code)

@@ -54,12 +54,24 @@ PUBLISHED: dict[str, dict[str, Any]] = {
         "zero-shot prompting with OpenAI's categories (`--categories openai-moderation`); LG2's "
         "F1/FPR use the default policy at threshold 0.5. Binary labels: any flag = unsafe.",
         "rows": [
-            ("Llama Guard 1 (7B), zero-shot OpenAI categories", "AUPRC", "0.847",
-             "LG1 paper Table 2 / card"),
-            ("Llama Guard 1, own taxonomy (no adaptation)", "AUPRC", "0.837",
-             "LG1 paper Table 4 (secondary source)"),
-            ("Llama Guard 2 (8B), default policy, t=0.5", "F1 / FPR", "0.807 / 0.060",
-             "LG2 card Table 3"),
+            (
+                "Llama Guard 1 (7B), zero-shot OpenAI categories",
+                "AUPRC",
+                "0.847",
+                "LG1 paper Table 2 / card",
+            ),
+            (
+                "Llama Guard 1, own taxonomy (no adaptation)",
+                "AUPRC",
+                "0.837",
+                "LG1 paper Table 4 (secondary source)",
+            ),
+            (
+                "Llama Guard 2 (8B), default policy, t=0.5",
+                "F1 / FPR",
+                "0.807 / 0.060",
+                "LG2 card Table 3",
+            ),
             ("OpenAI Moderation API", "AUPRC", "0.856", "LG1 paper Table 2"),
         ],
     },
@@ -144,16 +156,19 @@ def _per_category(
         entry: dict[str, Any] = {"name": names.get(code, "")}
         if not served_codes:
             entry.update(
-                n=len(rows), positives=sum(code in r.categories for r in rows),
+                n=len(rows),
+                positives=sum(code in r.categories for r in rows),
                 note="the served policy returned no score for this code",
             )
         else:
-            entry.update(_block(
-                [code in r.categories for r in rows],
-                [r.category_scores.get(code, 0.0) for r in rows],
-                [code in r.violated for r in rows],
-                served_threshold,
-            ))
+            entry.update(
+                _block(
+                    [code in r.categories for r in rows],
+                    [r.category_scores.get(code, 0.0) for r in rows],
+                    [code in r.violated for r in rows],
+                    served_threshold,
+                )
+            )
             entry["note"] = "served = code listed as violated; best-F1 on the category score"
         out[code] = entry
     return out
@@ -285,8 +300,9 @@ def render_markdown(report: Mapping[str, Any], *, plot_name: str | None = "pr_cu
     if ds.get("limit") is None or ds["selected"] >= ds["examples_in_file"]:
         sample = f"all {ds['examples_in_file']} examples"
     else:
-        sample = (f"{ds['selected']} of {ds['examples_in_file']} (stratified by label, "
-                  f"seed {ds['seed']})")
+        sample = (
+            f"{ds['selected']} of {ds['examples_in_file']} (stratified by label, seed {ds['seed']})"
+        )
     skipped = ", ".join(f"{k}: {v}" for k, v in ds.get("skipped", {}).items()) or "none"
     lines += [
         "| | |",
@@ -326,7 +342,8 @@ def render_markdown(report: Mapping[str, Any], *, plot_name: str | None = "pr_cu
     if r.get("verdict_score_mismatches"):
         lines += [
             f"Note: {r['verdict_score_mismatches']} verdicts disagree with "
-            "`score >= threshold` (float32 rounding at the boundary?).", "",
+            "`score >= threshold` (float32 rounding at the boundary?).",
+            "",
         ]
     errs = r["errors"]
     lines += ["## Errors", ""]
@@ -335,9 +352,11 @@ def render_markdown(report: Mapping[str, Any], *, plot_name: str | None = "pr_cu
     else:
         lines += ["| reason | count |", "| --- | ---: |"]
         lines += [f"| {k} | {v} |" for k, v in errs["by_reason"].items()]
-        lines += [""] + [
-            f"- `{e['id']}`: {e['reason']}: {e['message']}" for e in errs["examples"]
-        ] + [""]
+        lines += (
+            [""]
+            + [f"- `{e['id']}`: {e['reason']}: {e['message']}" for e in errs["examples"]]
+            + [""]
+        )
     pc = r.get("per_category") or {}
     if pc:
         lines += [
@@ -349,8 +368,9 @@ def render_markdown(report: Mapping[str, Any], *, plot_name: str | None = "pr_cu
         ]
         for code, e in pc.items():
             if "auprc" not in e:
-                lines.append(f"| {code} | {e['name']} | {e['positives']} | | "
-                             f"{e['note']} | | | | | | |")
+                lines.append(
+                    f"| {code} | {e['name']} | {e['positives']} | | {e['note']} | | | | | | |"
+                )
                 continue
             s = e.get("at_served_threshold") or {}
             b = e.get("at_best_f1") or {}
@@ -363,7 +383,8 @@ def render_markdown(report: Mapping[str, Any], *, plot_name: str | None = "pr_cu
         lines.append("")
     for key, table in (r.get("by_tag") or {}).items():
         lines += [
-            f"## By `{key}`", "",
+            f"## By `{key}`",
+            "",
             "| value | n | unsafe labels | flagged | flag rate | mean score |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -413,11 +434,17 @@ def write_pr_curve(run: EvalRun, report: Mapping[str, Any], path: Path) -> str |
         for key, marker in (("at_served_threshold", "o"), ("at_best_f1", "s")):
             m = o.get(key)
             if m:
-                ax.plot([m["recall"]], [m["precision"]], marker, markersize=8,
-                        label=f"{key.replace('at_', '').replace('_', ' ')} "
-                              f"t={fmt(m['threshold'], 3)} F1={fmt(m['f1'])}")
-        ax.axhline(y.mean(), color="grey", linestyle=":", linewidth=1,
-                   label=f"chance ({y.mean():.2f})")
+                ax.plot(
+                    [m["recall"]],
+                    [m["precision"]],
+                    marker,
+                    markersize=8,
+                    label=f"{key.replace('at_', '').replace('_', ' ')} "
+                    f"t={fmt(m['threshold'], 3)} F1={fmt(m['f1'])}",
+                )
+        ax.axhline(
+            y.mean(), color="grey", linestyle=":", linewidth=1, label=f"chance ({y.mean():.2f})"
+        )
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_xlim(0, 1.01)
@@ -425,8 +452,18 @@ def write_pr_curve(run: EvalRun, report: Mapping[str, Any], path: Path) -> str |
         title = f"{report['dataset']['format']} · {report['model_id'] or '?'}"
         if report.get("test_model"):
             title = "TEST MODEL (not a safety model)\n" + title
-            ax.text(0.5, 0.5, "TEST MODEL", transform=ax.transAxes, fontsize=40, alpha=0.12,
-                    ha="center", va="center", rotation=20, color="red")
+            ax.text(
+                0.5,
+                0.5,
+                "TEST MODEL",
+                transform=ax.transAxes,
+                fontsize=40,
+                alpha=0.12,
+                ha="center",
+                va="center",
+                rotation=20,
+                color="red",
+            )
         ax.set_title(title, fontsize=10)
         ax.legend(loc="lower left", fontsize=8)
         fig.tight_layout()
@@ -449,8 +486,13 @@ def write_report(
     """Writes report.json, report.md, pr_curve.png and predictions.jsonl; returns the report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(run, dataset, category_codes=category_codes,
-                          category_names=category_names, test_model=test_model)
+    report = build_report(
+        run,
+        dataset,
+        category_codes=category_codes,
+        category_names=category_names,
+        test_model=test_model,
+    )
     note = write_pr_curve(run, report, out / "pr_curve.png") if plot else "plot disabled"
     report["plot"] = None if note else "pr_curve.png"
     report["plot_note"] = note

@@ -36,7 +36,13 @@ __all__ = [
 
 RETRYABLE = frozenset({"OVERLOADED", "MODEL_NOT_READY", "DRAINING", "RESOURCE_EXHAUSTED"})
 _MODEL_INFO_FIELDS = (
-    "model_id", "revision", "family", "backend", "device", "dtype", "default_threshold",
+    "model_id",
+    "revision",
+    "family",
+    "backend",
+    "device",
+    "dtype",
+    "default_threshold",
     "template_hash",
 )
 
@@ -110,7 +116,8 @@ class ExampleResult:
             "unsafe": self.unsafe,
             "categories": sorted(self.categories),
             "known_categories": None
-            if self.known_categories is None else sorted(self.known_categories),
+            if self.known_categories is None
+            else sorted(self.known_categories),
             "tags": dict(self.tags),
             "unsafe_score": self.unsafe_score,
             "verdict": self.verdict,
@@ -273,7 +280,7 @@ def _scores(items: Iterable[Any]) -> tuple[dict[str, float], dict[str, str]]:
 
 
 def _verdict(v: Any) -> str:
-    """"safe"/"unsafe" from a string, an enum (by value or name) or a proto enum name."""
+    """ "safe"/"unsafe" from a string, an enum (by value or name) or a proto enum name."""
     raw = getattr(v, "value", v)
     text = str(raw if isinstance(raw, str) else getattr(v, "name", v)).lower()
     return text.removeprefix("verdict_")
@@ -318,12 +325,22 @@ async def run_eval(
         except ImportError as exc:  # pragma: no cover - the client ships with the package
             raise RuntimeError("the guardwire Python client is not importable") from exc
         async with AsyncGuardClient(target, timeout=timeout) as client:
-            run = await _run(client, examples, concurrency, policy, timeout, progress,
-                             retries, backoff_s, max_errors)
+            run = await _run(
+                client,
+                examples,
+                concurrency,
+                policy,
+                timeout,
+                progress,
+                retries,
+                backoff_s,
+                max_errors,
+            )
         run.target = target
         return run
-    run = await _run(target, examples, concurrency, policy, timeout, progress,
-                     retries, backoff_s, max_errors)
+    run = await _run(
+        target, examples, concurrency, policy, timeout, progress, retries, backoff_s, max_errors
+    )
     run.target = getattr(target, "target", "") or type(target).__name__
     return run
 
@@ -350,8 +367,11 @@ async def _run(
 
     async def one(ex: LabeledExample) -> ExampleResult:
         base = ExampleResult(
-            id=ex.id, unsafe=ex.unsafe, categories=ex.categories,
-            known_categories=ex.known_categories, tags=ex.tags,
+            id=ex.id,
+            unsafe=ex.unsafe,
+            categories=ex.categories,
+            known_categories=ex.known_categories,
+            tags=ex.tags,
         )
         attempt = 0
         t0 = time.monotonic()
@@ -392,7 +412,10 @@ async def _run(
                     latency_s=time.monotonic() - t0,
                 )
             return replace(
-                base, error_reason=reason, error_message=message[:500], attempts=attempt,
+                base,
+                error_reason=reason,
+                error_message=message[:500],
+                attempts=attempt,
                 latency_s=time.monotonic() - t0,
             )
 

@@ -73,10 +73,16 @@ def _check_report(out: Path, selected: int, backend: str) -> dict[str, Any]:
 async def test_eval_40_examples_through_the_real_server(guard_server, tmp_path, fmt):
     ds = load_dataset(need(DATASETS[fmt]), fmt, limit=40, seed=0)
     assert len(ds.examples) == 40 and any(e.unsafe for e in ds.examples)
-    run = await run_eval(guard_server.target, ds.examples, concurrency=8, timeout=60,
-                         progress=False)
-    rep = write_report(run, ds.summary(), tmp_path, category_codes=ds.category_codes,
-                       category_names=ds.category_names)
+    run = await run_eval(
+        guard_server.target, ds.examples, concurrency=8, timeout=60, progress=False
+    )
+    rep = write_report(
+        run,
+        ds.summary(),
+        tmp_path,
+        category_codes=ds.category_codes,
+        category_names=ds.category_names,
+    )
     rep = _check_report(tmp_path, 40, guard_server.backend)
     if fmt == "openai-moderation":
         pc = rep["per_category"]
@@ -92,27 +98,63 @@ async def test_cli_eval_and_calibrate_against_the_real_server(guard_server, tmp_
     """The CLI functions run in a worker thread (their own event loop) while the server runs."""
     xstest = need(DATASETS["xstest"])
     out = tmp_path / "eval"
-    rc = await asyncio.to_thread(eval_main, [
-        "--target", guard_server.target, "--dataset", str(xstest), "--limit", "40",
-        "--concurrency", "4", "--out", str(out)])
+    rc = await asyncio.to_thread(
+        eval_main,
+        [
+            "--target",
+            guard_server.target,
+            "--dataset",
+            str(xstest),
+            "--limit",
+            "40",
+            "--concurrency",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
     assert rc == 0
     std = capsys.readouterr()
     assert std.out.startswith("[TEST MODEL] xstest: scored 40/40 (errors 0, not run 0)")
     assert "eval [" in std.err  # progress bar
     _check_report(out, 40, guard_server.backend)
 
-    rc = await asyncio.to_thread(calibrate_main, [
-        "--target", guard_server.target, "--dataset", str(xstest), "--limit", "40",
-        "--target-fpr", "0.1", "--min-negatives", "5", "--no-progress",
-        "--out", str(tmp_path / "policy.yaml")])
+    rc = await asyncio.to_thread(
+        calibrate_main,
+        [
+            "--target",
+            guard_server.target,
+            "--dataset",
+            str(xstest),
+            "--limit",
+            "40",
+            "--target-fpr",
+            "0.1",
+            "--min-negatives",
+            "5",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "policy.yaml"),
+        ],
+    )
     assert rc == 0
     pol = load_thresholds(tmp_path / "policy.yaml")
     assert 0 < pol.thresholds["default"] <= 1
     assert pol.metadata["calibration"]["per_category"]["fpr"] <= 0.1
     assert pol.metadata["model_id"] and "TEST MODEL" in pol.metadata["warning"]
     # same data, same server, same sample: the offline path from the eval run agrees
-    rc = calibrate_main(["--predictions", str(out), "--target-fpr", "0.1",
-                         "--min-negatives", "5", "--out", str(tmp_path / "again.yaml")])
+    rc = calibrate_main(
+        [
+            "--predictions",
+            str(out),
+            "--target-fpr",
+            "0.1",
+            "--min-negatives",
+            "5",
+            "--out",
+            str(tmp_path / "again.yaml"),
+        ]
+    )
     assert rc == 0
     # (scores of a re-run may differ in the 7th digit: batch composition changes fp32 sums)
     again = load_thresholds(tmp_path / "again.yaml").thresholds

@@ -74,8 +74,14 @@ async def test_64_concurrent_streams_no_cross_talk(tiny_model_dir):
         n_turns = rng.randint(1, 3)
         messages, expected = [open_(every=3)], 0
         for t in range(n_turns):
-            messages.append(turn(U, f"stream {i} question {t} GW_TEST_UNSAFE" if i % 5 == 0
-                                 else f"stream {i} question {t}"))
+            messages.append(
+                turn(
+                    U,
+                    f"stream {i} question {t} GW_TEST_UNSAFE"
+                    if i % 5 == 0
+                    else f"stream {i} question {t}",
+                )
+            )
             expected += 1
             for k in range(rng.randint(0, 6)):
                 messages.append(delta(f"s{i}t{t}w{k} word word "))
@@ -121,8 +127,9 @@ async def test_malformed_order_fails_with_the_rule(guard_server, messages, rule,
 
 async def test_invalid_open_is_invalid_argument(guard_server):
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await run(guard_server.target, [msg(open=g.StreamOpen(
-            options=g.ClassifyOptions(threshold=5.0)))])
+        await run(
+            guard_server.target, [msg(open=g.StreamOpen(options=g.ClassifyOptions(threshold=5.0)))]
+        )
     d = details(info.value)
     assert d["code"] == grpc.StatusCode.INVALID_ARGUMENT
     assert "open.options.threshold" in d["fields"]
@@ -146,8 +153,9 @@ async def test_answers_owed_before_an_error_are_delivered_first(guard_server):
 async def test_cancellation_mid_stream_frees_the_stream(tiny_model_dir):
     from tests.conftest import run_server
 
-    async with run_server(tiny_model_dir, backend="fake", max_streams=1,
-                          backend_options={"delay_s": 0.2}) as srv:
+    async with run_server(
+        tiny_model_dir, backend="fake", max_streams=1, backend_options={"delay_s": 0.2}
+    ) as srv:
         async with grpc.aio.insecure_channel(srv.target) as ch:
             s = stub(ch)
             queue: asyncio.Queue = asyncio.Queue()
@@ -187,8 +195,7 @@ async def test_cancellation_mid_stream_frees_the_stream(tiny_model_dir):
 async def test_stream_deadline_expiry(tiny_model_dir):
     from tests.conftest import run_server
 
-    async with run_server(tiny_model_dir, backend="fake",
-                          backend_options={"delay_s": 0.5}) as srv:
+    async with run_server(tiny_model_dir, backend="fake", backend_options={"delay_s": 0.5}) as srv:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await run(srv.target, [open_(), turn(U, "slow")], timeout=0.2)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

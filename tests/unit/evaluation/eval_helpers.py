@@ -77,8 +77,14 @@ class StubClient:
             codes = [c for c, _, _ in kw["categories"]] if kw.get("categories") else list(CODES)
             codes = [c for c in codes if c not in kw.get("excluded_codes", ())]
             k = int(hashlib.md5(text.encode()).hexdigest(), 16) % len(codes)
-            cat = [SimpleNamespace(code=c, name=f"name-{c}", score=score * (0.7 if i == k else
-                   0.3 / (len(codes) - 1))) for i, c in enumerate(codes)]
+            cat = [
+                SimpleNamespace(
+                    code=c,
+                    name=f"name-{c}",
+                    score=score * (0.7 if i == k else 0.3 / (len(codes) - 1)),
+                )
+                for i, c in enumerate(codes)
+            ]
             unsafe = score >= thr
             return SimpleNamespace(
                 verdict="unsafe" if unsafe else "safe",

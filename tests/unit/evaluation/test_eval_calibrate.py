@@ -22,9 +22,19 @@ def _results(n: int = 2000, seed: int = 0) -> list[ExampleResult]:
         shift = 0.35 if top == "S1" else 0.0
         score = float(np.clip(rng.normal(0.7 if unsafe else 0.2 + shift, 0.15), 0, 1))
         cats = {c: score * (0.8 if c == top else 0.1) for c in ("S1", "S2", "S3")}
-        out.append(ExampleResult(f"e{i}", unsafe, frozenset(), None, {}, unsafe_score=score,
-                                 verdict="unsafe" if score >= 0.5 else "safe", threshold=0.5,
-                                 category_scores=cats))
+        out.append(
+            ExampleResult(
+                f"e{i}",
+                unsafe,
+                frozenset(),
+                None,
+                {},
+                unsafe_score=score,
+                verdict="unsafe" if score >= 0.5 else "safe",
+                threshold=0.5,
+                category_scores=cats,
+            )
+        )
     return out
 
 

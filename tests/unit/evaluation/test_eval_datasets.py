@@ -107,17 +107,37 @@ def _write(path: Path, rows: list[object], gz: bool = False) -> Path:
 
 
 def test_jsonl_documented_format(tmp_path: Path) -> None:
-    p = _write(tmp_path / "d.jsonl.gz", [
-        {"id": "a", "conversation": [{"role": "user", "content": "hi"},
-                                     {"role": "assistant", "content": "hello"}],
-         "unsafe": False, "categories": []},
-        {"id": "b", "conversation": [["user", "how to x"]], "unsafe": True,
-         "categories": ["S1"], "tags": {"src": "red-team"}},
-        {"prompt": "p", "response": "r", "unsafe": 1},
-        "",
-        {"id": "d", "prompt": "q", "unsafe": True, "categories": ["S2"],
-         "known_categories": ["S2"]},
-    ], gz=True)
+    p = _write(
+        tmp_path / "d.jsonl.gz",
+        [
+            {
+                "id": "a",
+                "conversation": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                ],
+                "unsafe": False,
+                "categories": [],
+            },
+            {
+                "id": "b",
+                "conversation": [["user", "how to x"]],
+                "unsafe": True,
+                "categories": ["S1"],
+                "tags": {"src": "red-team"},
+            },
+            {"prompt": "p", "response": "r", "unsafe": 1},
+            "",
+            {
+                "id": "d",
+                "prompt": "q",
+                "unsafe": True,
+                "categories": ["S2"],
+                "known_categories": ["S2"],
+            },
+        ],
+        gz=True,
+    )
     assert D.detect_format(p) == "jsonl"
     rows = list(D.read_jsonl(p))
     assert [r.id for r in rows] == ["a", "b", "line-3", "d"]
@@ -152,20 +172,25 @@ def test_jsonl_errors_name_the_line(tmp_path: Path, row: object, msg: str) -> No
 
 
 def test_jsonl_duplicate_ids_and_empty_text(tmp_path: Path) -> None:
-    p = _write(tmp_path / "d.jsonl", [{"id": "x", "prompt": "a", "unsafe": False},
-                                      {"id": "x", "prompt": "b", "unsafe": False}])
+    p = _write(
+        tmp_path / "d.jsonl",
+        [{"id": "x", "prompt": "a", "unsafe": False}, {"id": "x", "prompt": "b", "unsafe": False}],
+    )
     with pytest.raises(D.DatasetError, match="duplicate id"):
         list(D.read_jsonl(p))
-    p = _write(tmp_path / "e.jsonl", [{"prompt": "  ", "unsafe": False},
-                                      {"prompt": "b", "unsafe": False}])
+    p = _write(
+        tmp_path / "e.jsonl", [{"prompt": "  ", "unsafe": False}, {"prompt": "b", "unsafe": False}]
+    )
     stats: dict[str, int] = {}
     assert len(list(D.read_jsonl(p, stats=stats))) == 1 and stats == {"empty text": 1}
 
 
 def test_xstest_label_column_and_missing_columns(tmp_path: Path) -> None:
     p = tmp_path / "x.csv"
-    p.write_text("id,prompt,type,label\n1,hi,homonyms,safe\n2,kill,contrast_x,unsafe\n"
-                 "3,odd,homonyms,unsafe\n")
+    p.write_text(
+        "id,prompt,type,label\n1,hi,homonyms,safe\n2,kill,contrast_x,unsafe\n"
+        "3,odd,homonyms,unsafe\n"
+    )
     stats: dict[str, int] = {}
     rows = list(D.read_xstest(p, stats=stats))
     assert [r.unsafe for r in rows] == [False, True, True]
@@ -178,8 +203,9 @@ def test_xstest_label_column_and_missing_columns(tmp_path: Path) -> None:
 
 
 def test_sample_edges() -> None:
-    ex = [D.LabeledExample([("user", str(i))], i % 10 == 0, frozenset(), str(i))
-          for i in range(100)]
+    ex = [
+        D.LabeledExample([("user", str(i))], i % 10 == 0, frozenset(), str(i)) for i in range(100)
+    ]
     assert D.sample(ex, None) == ex and D.sample(ex, 500) == ex
     two = D.sample(ex, 2, seed=3)
     assert sorted(e.unsafe for e in two) == [False, True]  # both classes kept

@@ -20,8 +20,14 @@ def _cases() -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(1234)
     out = []
     for n, p_pos, decimals in [
-        (2, 0.5, None), (10, 0.3, 1), (50, 0.5, 2), (200, 0.1, 1), (500, 0.3, None),
-        (1000, 0.05, 3), (300, 0.9, 1), (100, 0.5, 0),
+        (2, 0.5, None),
+        (10, 0.3, 1),
+        (50, 0.5, 2),
+        (200, 0.1, 1),
+        (500, 0.3, None),
+        (1000, 0.05, 3),
+        (300, 0.9, 1),
+        (100, 0.5, 0),
     ]:
         for _ in range(3):
             y = rng.random(n) < p_pos
@@ -168,8 +174,9 @@ def test_threshold_for_fpr_unreachable_and_degenerate() -> None:
     st.lists(st.tuples(st.booleans(), st.integers(0, 20)), min_size=1, max_size=60),
     st.sampled_from([0.0, 0.01, 0.05, 0.1, 0.25, 0.5]),
 )
-def test_threshold_for_fpr_is_the_best_allowed(pairs: list[tuple[bool, int]], target: float
-                                               ) -> None:
+def test_threshold_for_fpr_is_the_best_allowed(
+    pairs: list[tuple[bool, int]], target: float
+) -> None:
     y = np.array([p[0] for p in pairs], dtype=int)
     s = np.array([p[1] / 20 for p in pairs])
     t, ok = metrics.threshold_for_fpr(y, s, target)

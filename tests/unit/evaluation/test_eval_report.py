@@ -21,8 +21,15 @@ def _examples(n: int = 60) -> list[LabeledExample]:
     for i in range(n):
         bad = i % 4 == 0
         cats = frozenset({"S1"} if i % 8 == 0 else {"S10"}) if bad else frozenset()
-        out.append(LabeledExample([("user", f"t{i}" + (" bad" if i % 5 else ""))], bad, cats,
-                                  f"e{i}", tags={"type": f"k{i % 3}"}))
+        out.append(
+            LabeledExample(
+                [("user", f"t{i}" + (" bad" if i % 5 else ""))],
+                bad,
+                cats,
+                f"e{i}",
+                tags={"type": f"k{i % 3}"},
+            )
+        )
     out.append(LabeledExample([("user", "FAIL")], False, frozenset(), "broken"))
     return out
 
@@ -34,8 +41,9 @@ async def _run() -> EvalRun:
 async def test_build_report_numbers_and_counts() -> None:
     run = await _run()
     ds = {"format": "jsonl", "path": "x.jsonl", "sha256": "0" * 64}
-    rep = R.build_report(run, ds, category_codes=("S1", "S10", "S99"),
-                         category_names={"S1": "Violent Crimes"})
+    rep = R.build_report(
+        run, ds, category_codes=("S1", "S10", "S99"), category_names={"S1": "Violent Crimes"}
+    )
     c = rep["counts"]
     assert c["selected"] == c["scored"] + c["errors"] + c["not_run"] == 61
     assert c["errors"] == 1 and rep["errors"]["by_reason"] == {"BACKEND_FAILURE": 1}
@@ -67,9 +75,17 @@ def test_is_test_model() -> None:
 async def test_write_report_files(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib (eval extra) draws the PR curve")
     run = await _run()
-    ds = {"format": "xstest", "path": "xstest_prompts.csv", "sha256": "ab" * 32,
-          "examples_in_file": 450, "selected": 61, "limit": 61, "seed": 0,
-          "skipped": {}, "label_view": "label column"}
+    ds = {
+        "format": "xstest",
+        "path": "xstest_prompts.csv",
+        "sha256": "ab" * 32,
+        "examples_in_file": 450,
+        "selected": 61,
+        "limit": 61,
+        "seed": 0,
+        "skipped": {},
+        "label_view": "label column",
+    }
     rep = R.write_report(run, ds, tmp_path / "out", category_codes=("S1",))
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["pr_curve.png", "predictions.jsonl", "report.json", "report.md"]
@@ -77,8 +93,9 @@ async def test_write_report_files(tmp_path: Path) -> None:
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     data = json.loads((tmp_path / "out" / "report.json").read_text())  # strict JSON, no NaN
     assert data["counts"] == rep["counts"] and data["plot"] == "pr_curve.png"
-    preds = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text()
-             .splitlines()]
+    preds = [
+        json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    ]
     assert len(preds) == 61 and sum(p["error_reason"] is not None for p in preds) == 1
     assert "conversation" not in preds[0] and "t0" not in json.dumps(preds)  # no text
     back = ExampleResult.from_json(preds[0])
@@ -95,11 +112,28 @@ async def test_write_report_files(tmp_path: Path) -> None:
 
 
 def test_report_with_nothing_scored_and_nan_values(tmp_path: Path) -> None:
-    run = EvalRun(target="t", results=[
-        ExampleResult("a", True, frozenset(), None, {}, error_reason="UNAVAILABLE",
-                      error_message="down")], selected=3, not_run=2, aborted="more than 0 errors")
-    ds = {"format": "openai-moderation", "path": "p", "sha256": "c" * 64, "examples_in_file": 3,
-          "selected": 3, "limit": None, "seed": 0, "skipped": {}, "label_view": "v"}
+    run = EvalRun(
+        target="t",
+        results=[
+            ExampleResult(
+                "a", True, frozenset(), None, {}, error_reason="UNAVAILABLE", error_message="down"
+            )
+        ],
+        selected=3,
+        not_run=2,
+        aborted="more than 0 errors",
+    )
+    ds = {
+        "format": "openai-moderation",
+        "path": "p",
+        "sha256": "c" * 64,
+        "examples_in_file": 3,
+        "selected": 3,
+        "limit": None,
+        "seed": 0,
+        "skipped": {},
+        "label_view": "v",
+    }
     rep = R.write_report(run, ds, tmp_path, test_model=False)
     assert math.isnan(rep["overall"]["auprc"])
     data = json.loads((tmp_path / "report.json").read_text())
@@ -116,14 +150,24 @@ def test_fmt() -> None:
     assert R.fmt(0.12345) == "0.123" and R.fmt(3) == "3"
 
 
-async def test_missing_matplotlib_is_a_note_not_a_failure(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_matplotlib_is_a_note_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
     run = await _run()
-    ds = {"format": "jsonl", "path": "p", "sha256": "c" * 64, "examples_in_file": 61,
-          "selected": 61, "limit": None, "seed": 0, "skipped": {}, "label_view": "v"}
+    ds = {
+        "format": "jsonl",
+        "path": "p",
+        "sha256": "c" * 64,
+        "examples_in_file": 61,
+        "selected": 61,
+        "limit": None,
+        "seed": 0,
+        "skipped": {},
+        "label_view": "v",
+    }
     rep = R.write_report(run, ds, tmp_path)
     assert rep["plot"] is None and "guardwire[eval]" in rep["plot_note"]
     assert not (tmp_path / "pr_curve.png").exists()

@@ -15,8 +15,13 @@ from tests.unit.evaluation.eval_helpers import StubClient, StubError, stub_score
 
 def _examples(texts: list[str]) -> list[LabeledExample]:
     return [
-        LabeledExample([("user", t)], "bad" in t, frozenset({"S1"}) if "bad" in t else
-                       frozenset(), f"e{i}", tags={"kind": "bad" if "bad" in t else "good"})
+        LabeledExample(
+            [("user", t)],
+            "bad" in t,
+            frozenset({"S1"}) if "bad" in t else frozenset(),
+            f"e{i}",
+            tags={"kind": "bad" if "bad" in t else "good"},
+        )
         for i, t in enumerate(texts)
     ]
 
@@ -27,8 +32,15 @@ async def test_scores_every_example_in_order_with_bounded_concurrency() -> None:
     run = await run_eval(client, ex, concurrency=5, progress=False)
     assert [r.id for r in run.results] == [e.id for e in ex]
     assert client.max_in_flight == 5
-    assert run.counts() == {"selected": 40, "scored": 40, "errors": 0, "not_run": 0,
-                            "scored_unsafe": 14, "scored_safe": 26, "retried": 0}
+    assert run.counts() == {
+        "selected": 40,
+        "scored": 40,
+        "errors": 0,
+        "not_run": 0,
+        "scored_unsafe": 14,
+        "scored_safe": 26,
+        "retried": 0,
+    }
     r0 = run.results[0]
     assert r0.unsafe_score == pytest.approx(stub_score(ex[0].conversation[0][1]))
     assert r0.verdict == ("unsafe" if r0.unsafe_score >= 0.5 else "safe")
@@ -58,8 +70,7 @@ async def test_overload_that_persists_is_an_error_after_retries() -> None:
         async def classify(self, conversation, **kw):  # type: ignore[no-untyped-def]
             raise StubError("OVERLOADED", "queue full")
 
-    run = await run_eval(AlwaysBusy(), _examples(["x"]), progress=False, retries=3,
-                         backoff_s=0.001)
+    run = await run_eval(AlwaysBusy(), _examples(["x"]), progress=False, retries=3, backoff_s=0.001)
     assert run.results[0].attempts == 4 and run.errors_by_reason() == {"OVERLOADED": 4 - 3}
 
 
@@ -74,8 +85,9 @@ async def test_max_errors_aborts_and_reports_not_run() -> None:
 
 async def test_policy_is_passed_through() -> None:
     client = StubClient()
-    pol = EvalPolicy(categories=(("S1", "A", "a"), ("S2", "B", "")), excluded_codes=("S2",),
-                     threshold=0.3)
+    pol = EvalPolicy(
+        categories=(("S1", "A", "a"), ("S2", "B", "")), excluded_codes=("S2",), threshold=0.3
+    )
     run = await run_eval(client, _examples(["x"]), policy=pol, progress=False)
     kw = client.calls[0][1]
     assert kw["categories"] == [("S1", "A", "a"), ("S2", "B", "")]
@@ -83,7 +95,9 @@ async def test_policy_is_passed_through() -> None:
     assert "policy_id" not in kw
     assert run.served_threshold == 0.3 and set(run.results[0].category_scores) == {"S1"}
     assert EvalPolicy(policy_id="strict").classify_kwargs() == {
-        "include_category_scores": True, "policy_id": "strict"}
+        "include_category_scores": True,
+        "policy_id": "strict",
+    }
     assert pol.describe()["excluded_codes"] == ["S2"]
 
 
