@@ -310,10 +310,9 @@ def main(argv: list[str] | None = None) -> int:
 
     overhead = None
     if "overhead" in only:
-        _log(f"[bench] serving overhead: fake backend, {args.overhead_concurrency} callers ...")
-        with driver.ServerProcess(
-            model_dir, {**server_options, "backend": "fake"}, server_log, timeout_s=120
-        ) as srv:
+
+        def overhead_phase(srv: driver.ServerProcess) -> tuple[driver.PhaseResult, list[float]]:
+            """The closed-loop phase; returns it and the CPU ms per request of server, client."""
             assert srv.proc is not None
             cpu0 = (cpu_seconds(srv.proc.pid), cpu_seconds())
             ph = asyncio.run(
@@ -324,6 +323,26 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )  # fmt: skip
             cpu1 = (cpu_seconds(srv.proc.pid), cpu_seconds())
+            cpu_ms = [
+                (b - a) / ph.completed * 1e3 if a is not None and b is not None else 0.0
+                for a, b in zip(cpu0, cpu1, strict=True)
+            ]
+            return ph, cpu_ms if ph.completed else [0.0, 0.0]
+
+        _log("[bench] serving overhead: bare grpc.aio (canned answers), the reference ...")
+        with driver.ServerProcess.bare(server_log, timeout_s=60) as srv:
+            bare, bare_cpu = overhead_phase(srv)
+        _log(f"[bench] bare grpc.aio: {bare.rps:,.0f} req/s")
+        _log(f"[bench] serving overhead: fake backend, {args.overhead_concurrency} callers ...")
+        with driver.ServerProcess(
+            model_dir, {**server_options, "backend": "fake"}, server_log, timeout_s=120
+        ) as srv:
+            ph, cpu_ms = overhead_phase(srv)
+        no_server_timings = {"mean_batch": None, "mean_queue_s": None, "mean_inference_s": None}
+        phases.append(
+            bare.summary()
+            | {"name": "bare grpc.aio, canned answers (reference)", **no_server_timings}
+        )
         phases.append(ph.summary() | {"name": "fake backend (overhead)"})
         overhead = {
             "rps": ph.rps,
@@ -334,12 +353,16 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.overhead_duration,
             "mean_batch": sum(ph.batch_sizes) / max(1, len(ph.batch_sizes)),
             "errors": ph.errors,
+            # CPU per request, server and load generator (both share the machine's cores)
+            "server_cpu_ms": cpu_ms[0],
+            "client_cpu_ms": cpu_ms[1],
+            "bare_grpc": {
+                "rps": bare.rps,
+                "p50": bare.percentile(50),
+                "server_cpu_ms": bare_cpu[0],
+                "errors": bare.errors,
+            },
         }
-        # CPU per request, server and load generator (both share the machine's cores)
-        for i, who in enumerate(("server", "client")):
-            a, b = cpu0[i], cpu1[i]
-            if a is not None and b is not None and ph.completed:
-                overhead[f"{who}_cpu_ms"] = (b - a) / ph.completed * 1e3
         _log(f"[bench] serving overhead: {ph.rps:,.0f} req/s")
 
     ordered = []

@@ -71,7 +71,8 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m server serve`` in a subprocess; use as a context manager."""
+    """``python -m server serve`` in a subprocess; use as a context manager. ``bare()``: the
+    gRPC-only reference server (``bench.bare_server``) instead."""
 
     def __init__(
         self, model_dir: Path, options: dict[str, object], log_path: Path, *, timeout_s: float
@@ -87,6 +88,12 @@ class ServerProcess:
         self.timeout_s = timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.rss: RssSampler | None = None
+
+    @classmethod
+    def bare(cls, log_path: Path, *, timeout_s: float) -> ServerProcess:
+        proc = cls(Path(), {}, log_path, timeout_s=timeout_s)
+        proc.args = [sys.executable, "-m", "bench.bare_server", "--listen", proc.target]
+        return proc
 
     def __enter__(self) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDWIRE_")}

@@ -140,6 +140,21 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{overhead.get('client_cpu_ms', 0):.2f} ms: with a core to itself the server "
                 f"would serve at most ~{1e3 / ms:,.0f} req/s."
             )
+        bare = overhead.get("bare_grpc")
+        if bare and bare.get("rps"):
+            line = (
+                f"Reference, same load and machine: a bare grpc.aio server answering a fixed "
+                f"response (`bench/bare_server.py`, gRPC alone) serves **{bare['rps']:,.0f} "
+                f"req/s** (p50 {_ms(bare['p50'])} ms); Guardwire with the fake backend serves "
+                f"{_ratio(overhead['rps'], bare['rps'])} of that"
+            )
+            if bare.get("server_cpu_ms") and overhead.get("server_cpu_ms"):
+                line += (
+                    f" and spends {_ratio(overhead['server_cpu_ms'], bare['server_cpu_ms'])} "
+                    f"its server CPU per request ({overhead['server_cpu_ms']:.2f} vs "
+                    f"{bare['server_cpu_ms']:.2f} ms)"
+                )
+            lines += ["", line + "."]
     phases = results.get("server_phases")
     if phases:
         lines += [

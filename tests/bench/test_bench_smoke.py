@@ -31,7 +31,7 @@ def test_bench_small_shape_runs_end_to_end(tmp_path: Path) -> None:
     assert all(r["rps"] > 0 for r in rows.values())
     assert rows["server"]["latency"]["0.5"]["n"] >= 0
     assert rows["server"]["unloaded"]["p50"] > 0
-    assert results["overhead"]["rps"] > 0
+    assert results["overhead"]["rps"] > 0 and results["overhead"]["bare_grpc"]["rps"] > 0
     assert "stream" in rows or any("StreamClassify" in n for n in results["notes"])
     text = (out / "results-small.md").read_text()
     assert "server ÷ moderate() loop" in text and text in run.stdout

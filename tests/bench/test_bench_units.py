@@ -53,7 +53,10 @@ def _results():
             {"key": "floor", "n": "4", "label": "floor", "rps": 5.0},
         ],
         "overhead": {"rps": 2500.0, "p50": 0.01, "p99": 0.05, "concurrency": 64,
-                     "channels": 4, "duration_s": 1.0, "mean_batch": 8.0, "errors": {}},
+                     "channels": 4, "duration_s": 1.0, "mean_batch": 8.0, "errors": {},
+                     "server_cpu_ms": 0.8, "client_cpu_ms": 0.3,
+                     "bare_grpc": {"rps": 5000.0, "p50": 0.004, "server_cpu_ms": 0.2,
+                                   "errors": {}}},
         "notes": ["a note"],
     }  # fmt: skip
 
@@ -63,6 +66,8 @@ def test_markdown_has_the_ratios(tmp_path: Path):
     assert "| server ÷ moderate() loop (3 ÷ 1), req/s | 4.00× |" in text
     assert "| server ÷ compute floor (3 ÷ 4), req/s | 0.80× |" in text
     assert "2,500 req/s" in text and "- a note" in text
+    assert "**5,000 req/s**" in text and "serves 0.50× of that" in text
+    assert "spends 4.00× its server CPU per request (0.80 vs 0.20 ms)" in text
     plot(_results(), tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
 
