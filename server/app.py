@@ -36,6 +36,8 @@ from server.transport import bind, read_token, server_credentials
 
 __all__ = ["GuardServer", "serve"]
 
+QUIET_WAIT_FACTOR = 10  # the drain waits at most 10x drain_quiet_s for callers to go quiet
+
 log = logging.getLogger(__name__)
 SERVICE_NAME = guard_service_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name
 _HEALTH_NAMES = ("", SERVICE_NAME)
@@ -210,13 +212,17 @@ class GuardServer:
         log.info("stopped")
 
     async def _wait_quiet(self, deadline: float) -> None:
-        """Keeps refusing new calls with UNAVAILABLE until none arrived for ``drain_quiet_s``.
+        """Keeps refusing new calls with UNAVAILABLE until none arrived for ``drain_quiet_s``,
+        for at most ``QUIET_WAIT_FACTOR`` times as long.
 
         gRPC core answers CANCELLED, not UNAVAILABLE, to a call that reaches the server while it
         closes but before a handler took it (grpc/grpc#41785); clients do not retry CANCELLED.
         Closing only once callers have gone quiet keeps that race to calls sent at that instant.
+        The bound: callers that never go quiet (steady traffic over a kept-alive connection)
+        need the close's GOAWAY to reconnect to another replica, so it must come soon.
         """
         quiet = self.settings.drain_quiet_s
+        deadline = min(deadline, time.monotonic() + QUIET_WAIT_FACTOR * quiet)
         while True:
             now = time.monotonic()
             since_last, left = now - self._last_call_at, deadline - now

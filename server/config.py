@@ -210,7 +210,8 @@ OPTIONS: tuple[Option, ...] = (
         float,
         0.3,
         "On drain, keep answering new calls with UNAVAILABLE until none arrived for this long "
-        "(within drain_grace_s) before closing the port: gRPC cancels calls that race the close.",
+        "(at most 10x as long, within drain_grace_s) before closing the port: gRPC cancels "
+        "calls that race the close.",
         _non_negative,
     ),
     Option("reflection", _bool, True, "Serve gRPC server reflection."),

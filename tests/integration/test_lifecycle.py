@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -143,6 +144,34 @@ async def test_drain_refuses_callers_until_they_go_quiet_then_closes(tiny_model_
     assert len(codes) >= 10 and set(codes) == {grpc.StatusCode.UNAVAILABLE}
     assert reasons == {"DRAINING"}
     assert last_sent + quiet * 0.9 <= closed_after < sending_s + quiet + 2.0
+
+
+async def test_drain_closes_under_steady_traffic_after_ten_quiet_periods(tiny_model_dir):
+    """Callers that never go quiet need the close (its GOAWAY) to move to another replica: the
+    drain waits for quiet at most QUIET_WAIT_FACTOR x drain_quiet_s, not the whole grace."""
+    from server.app import QUIET_WAIT_FACTOR
+
+    quiet = 0.1
+    async with run_server(tiny_model_dir, backend="fake", drain_quiet_s=quiet) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            s = stub(ch)
+
+            async def steady() -> None:
+                while True:
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await s.Classify(request((U, "steady")), timeout=5)
+                    await asyncio.sleep(0.02)
+
+            sender = asyncio.ensure_future(steady())
+            await asyncio.sleep(0.2)
+            t0 = time.monotonic()
+            await srv.server.drain(20.0)
+            took = time.monotonic() - t0
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+    assert QUIET_WAIT_FACTOR * quiet == 1.0
+    assert took < 3.0  # about QUIET_WAIT_FACTOR * quiet after the signal, not the 20 s grace
 
 
 async def test_drain_quiet_period_is_bounded_by_the_grace(tiny_model_dir):
