@@ -323,11 +323,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )  # fmt: skip
             cpu1 = (cpu_seconds(srv.proc.pid), cpu_seconds())
-            cpu_ms = [
+            if not ph.completed:
+                return ph, [0.0, 0.0]
+            return ph, [
                 (b - a) / ph.completed * 1e3 if a is not None and b is not None else 0.0
                 for a, b in zip(cpu0, cpu1, strict=True)
             ]
-            return ph, cpu_ms if ph.completed else [0.0, 0.0]
 
         _log("[bench] serving overhead: bare grpc.aio (canned answers), the reference ...")
         with driver.ServerProcess.bare(server_log, timeout_s=60) as srv:
