@@ -199,12 +199,11 @@ class GuardServer:
             task.cancel()
         await self._set_health(False)
         log.info("draining: %d in-flight calls have %.1fs to finish", self.in_flight, grace)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        end = time.monotonic() + grace
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
-        await self._wait_quiet(deadline=time.monotonic() + grace - (loop.time() - t0))
-        await self._server.stop(max(0.0, grace - (loop.time() - t0)))
+        await self._wait_quiet(deadline=end)
+        await self._server.stop(max(0.0, end - time.monotonic()))
         if self.guard is not None:
             await self.guard.batcher.stop(drain=True)
             await asyncio.to_thread(self.guard.backend.close)

@@ -243,6 +243,7 @@ class _OtelTelemetry(Telemetry):
     def __init__(self, settings: Settings) -> None:
         from opentelemetry import context as otel_context
         from opentelemetry import trace
+        from opentelemetry.metrics import Observation
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -250,6 +251,7 @@ class _OtelTelemetry(Telemetry):
 
         self._trace = trace
         self._link: Any = Link  # untyped use: the span context is opaque to the batcher
+        self._observation = Observation  # what the observable instruments' callbacks return
         self._status, self._error_code = Status, StatusCode.ERROR
         self._root_context = otel_context.Context  # an empty context: the batch span is a root
         self._settings = settings
@@ -456,45 +458,35 @@ class _OtelTelemetry(Telemetry):
             self._queue_wait.record(wait, labels)
 
     def _observe_queue_depth(self, options: Any) -> list[Any]:
-        from opentelemetry.metrics import Observation
-
         if self._batcher is None:
             return []
         try:
             self._last_depth = self._batcher.queue_depth
         except RuntimeError:  # read from the exporter's thread while the loop changed the queue
             pass
-        return [Observation(self._last_depth, self._labels)]
+        return [self._observation(self._last_depth, self._labels)]
 
     def _observe_cache_lookups(self, options: Any) -> list[Any]:
-        from opentelemetry.metrics import Observation
-
         cache = self._verdict_cache
         if cache is None:
             return []
         counts = {"hit": cache.hits, "coalesced": cache.coalesced, "miss": cache.misses}
-        return [Observation(n, {**self._labels, "result": r}) for r, n in counts.items()]
+        return [self._observation(n, {**self._labels, "result": r}) for r, n in counts.items()]
 
     def _observe_cache_entries(self, options: Any) -> list[Any]:
-        from opentelemetry.metrics import Observation
-
         cache = self._verdict_cache
-        return [] if cache is None else [Observation(len(cache), self._labels)]
+        return [] if cache is None else [self._observation(len(cache), self._labels)]
 
     def _observe_healthy(self, options: Any) -> list[Any]:
-        from opentelemetry.metrics import Observation
-
         monitor = self._health
-        return [] if monitor is None else [Observation(int(monitor.healthy), self._labels)]
+        return [] if monitor is None else [self._observation(int(monitor.healthy), self._labels)]
 
     def _observe_backend_events(self, options: Any) -> list[Any]:
-        from opentelemetry.metrics import Observation
-
         monitor = self._health
         if monitor is None:
             return []
         counts = dict(monitor.counters)  # a copy: the worker thread may be counting
-        return [Observation(n, {**self._labels, "event": e}) for e, n in counts.items()]
+        return [self._observation(n, {**self._labels, "event": e}) for e, n in counts.items()]
 
     def _count_verdict(self, rpc: str, verdict: Verdict) -> None:
         category = "none"

@@ -31,8 +31,12 @@ def _jsonl(tmp_path: Path, n: int = 200) -> Path:
                 "categories": ["S1"] if bad else [],
             }
         )
-    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return p
+    return _write_jsonl(p, rows)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 def test_eval_main_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -101,9 +105,8 @@ def test_eval_main_bad_dataset_is_exit_2(
 
 
 def test_eval_main_aborts_with_exit_1(tmp_path: Path) -> None:
-    p = tmp_path / "f.jsonl"
-    p.write_text(
-        "".join(json.dumps({"prompt": f"FAIL {i}", "unsafe": False}) + "\n" for i in range(20))
+    p = _write_jsonl(
+        tmp_path / "f.jsonl", [{"prompt": f"FAIL {i}", "unsafe": False} for i in range(20)]
     )
     rc = eval_main(
         [
@@ -189,9 +192,8 @@ def test_calibrate_main_needs_a_source(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_calibrate_main_without_negatives_is_exit_1(tmp_path: Path) -> None:
-    p = tmp_path / "pos.jsonl"
-    p.write_text(
-        "".join(json.dumps({"prompt": f"bad {i}", "unsafe": True}) + "\n" for i in range(10))
+    p = _write_jsonl(
+        tmp_path / "pos.jsonl", [{"prompt": f"bad {i}", "unsafe": True} for i in range(10)]
     )
     rc = calibrate_main(
         [
