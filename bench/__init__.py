@@ -1,4 +1,5 @@
-"""Guardwire's benchmark suite: the server against the model card's loop and the compute floor.
+"""Checkout shim: ``python -m bench`` runs :mod:`guardwire_tools.bench` (``guardwire bench``).
 
-Run ``python -m bench --help``; ``bench/README.md`` explains the figures.
+The benchmark code ships in the server wheel as ``guardwire_tools.bench``; this folder keeps the
+recorded results (``bench/results``) and the README.
 """

@@ -1,5 +1,5 @@
-"""``python -m bench``: see ``bench.cli``."""
+"""``python -m bench`` from a checkout: the same command as ``guardwire bench``."""
 
-from bench.cli import main
+from guardwire_tools.bench.cli import main
 
 raise SystemExit(main())

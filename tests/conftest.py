@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from server.config import Settings, resolve_settings
+from guardwire_server.config import Settings, resolve_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
@@ -44,7 +44,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Llama Guard 3 (1B format) model directory, rigged to answer
     safe/unsafe so it passes the load probe. Uses the real Llama 3 tokenizer when ../shared
     is present, else the built-in trained tokenizer."""
-    from server.devtools.tiny_model import make_test_model
+    from guardwire_tools.tiny_model import make_test_model
 
     out = tmp_path_factory.mktemp("tiny-lg3")
     make_test_model(out, tokenizer_dir=_tokenizer_source())
@@ -58,7 +58,7 @@ def make_settings(**overrides: Any) -> Settings:
 
 @dataclass
 class RunningServer:
-    server: Any  # server.app.GuardServer
+    server: Any  # guardwire_server.app.GuardServer
     target: str  # host:port
     uds_target: str | None
     backend: str = ""
@@ -75,7 +75,7 @@ async def run_server(
     **overrides: Any,
 ) -> AsyncIterator[RunningServer]:
     """Starts a real grpc.aio GuardServer on loopback (and a Unix socket if asked)."""
-    from server.app import GuardServer
+    from guardwire_server.app import GuardServer
 
     with tempfile.TemporaryDirectory(prefix="gw-sock-") as sock_dir:
         listen = ["127.0.0.1:0"]

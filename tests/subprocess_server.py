@@ -2,7 +2,7 @@
 
 Its own process so that the load generator (or Hypothesis) and the server do not share a GIL or
 an event loop, its memory (RSS) can be measured alone, a crash shows as a dead process, and
-SIGTERM exercises the real signal path (``server.app.serve``: drain, exit status 0).
+SIGTERM exercises the real signal path (``guardwire_server.app.serve``: drain, exit status 0).
 
     python -m tests.subprocess_server MODEL_DIR 127.0.0.1:PORT [--set key=value ...]
         [--backend-options JSON]
@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from server.app import serve
-    from server.config import resolve_settings
+    from guardwire_server.app import serve
+    from guardwire_server.config import resolve_settings
 
     parser = argparse.ArgumentParser(prog="tests.subprocess_server")
     parser.add_argument("model_dir")
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _hang_on(model_dir: Path, text: str) -> Any:
     """A FakeBackend ``fail_when`` that blocks (a hung GPU call) on a batch containing the
     tokens of `` text``; every other batch runs normally."""
-    from server.adapters.tokenization import Tokenizer
+    from guardwire_server.adapters.tokenization import Tokenizer
 
     needle = tuple(Tokenizer.from_dir(model_dir).encode_text(" " + text))
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.baselines import chunk
-from bench.report import fifo_replay, markdown, percentile, plot
-from bench.workload import load_workload
+from guardwire_tools.bench.baselines import chunk
+from guardwire_tools.bench.report import fifo_replay, markdown, percentile, plot
+from guardwire_tools.bench.workload import load_workload
 
 
 def test_chunk_respects_size_and_padded_token_budget():

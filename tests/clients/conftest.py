@@ -1,7 +1,8 @@
 """Fixtures of the other-language client tests (marker ``clients``; run as their own CI step
 after ``scripts/install-client-toolchains``):
 
-- ``real_server``: the real Guardwire server (``python -m server serve --demo --backend fake``)
+- ``real_server``: the real Guardwire server (``python -m guardwire_server serve --demo --backend
+fake``)
   as a subprocess on a free 127.0.0.1 port, once per session, ready when its health service
   reports SERVING.
 - ``stub_server``: the stand-in of stub_server.py (RetryInfo behaviour on demand).
@@ -80,7 +81,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for attempt in range(3):
         target = f"127.0.0.1:{free_port()}"
         log = log_dir / f"server-{attempt}.log"
-        cmd = [sys.executable, "-m", "server", "serve", "--demo", "--backend", "fake"]
+        cmd = [sys.executable, "-m", "guardwire_server", "serve", "--demo", "--backend", "fake"]
         cmd += ["--listen", target]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -148,7 +148,7 @@ def model_volume(tmp_path: Path) -> Iterator[str]:
     name = f"guardwire-e2e-model-{os.getpid()}"
     model_dir = tmp_path / "model"
     proc = subprocess.run(
-        [sys.executable, "-m", "server", "make-test-model", str(model_dir)],
+        [sys.executable, "-m", "guardwire_server", "make-test-model", str(model_dir)],
         cwd=REPO,
         capture_output=True,
         text=True,

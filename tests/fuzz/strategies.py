@@ -17,19 +17,19 @@ import grpc
 from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
 
-from backends.fake import FakeBackend
 from guardwire.v1 import conversation_pb2 as c
 from guardwire.v1 import guard_service_pb2 as g
-from server.adapters.base import UnsupportedPolicy, merge_results
-from server.adapters.registry import load_adapter
-from server.adapters.tokenization import Tokenizer
-from server.config import RequestLimits
-from server.domain import Conversation, Policy, Timings
-from server.errors import GuardwireError, InvalidRequest, LimitExceeded
-from server.mapping import verdict_to_proto
-from server.status import to_grpc_status
-from server.streams import StreamSession
-from server.validation import PolicyCatalog, validate_classify
+from guardwire_backends.fake import FakeBackend
+from guardwire_server.adapters.base import UnsupportedPolicy, merge_results
+from guardwire_server.adapters.registry import load_adapter
+from guardwire_server.adapters.tokenization import Tokenizer
+from guardwire_server.config import RequestLimits
+from guardwire_server.domain import Conversation, Policy, Timings
+from guardwire_server.errors import GuardwireError, InvalidRequest, LimitExceeded
+from guardwire_server.mapping import verdict_to_proto
+from guardwire_server.status import to_grpc_status
+from guardwire_server.streams import StreamSession
+from guardwire_server.validation import PolicyCatalog, validate_classify
 
 #: the status codes a request can legitimately get (anything else is a bug)
 DOCUMENTED = frozenset(
@@ -332,7 +332,7 @@ class Pipeline:
         try:
             request = g.ClassifyRequest.FromString(data)
         except DecodeError:
-            return self._note(grpc.StatusCode.INVALID_ARGUMENT)  # server.interceptors
+            return self._note(grpc.StatusCode.INVALID_ARGUMENT)  # guardwire_server.interceptors
         return self.classify(request)
 
     def stream(self, messages: list[g.StreamClassifyRequest]) -> grpc.StatusCode:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.config import OPTIONS, ConfigError, resolve_settings
+from guardwire_server.config import OPTIONS, ConfigError, resolve_settings
 
 pytestmark = pytest.mark.helm
 
@@ -41,7 +41,9 @@ TELEMETRY_KEYS = {
 }
 CHART_MANAGED = {"listen", "model", "drain_grace_s", "unix_socket_mode"} | TELEMETRY_KEYS
 SERVER_HAS_TELEMETRY = TELEMETRY_KEYS <= {o.key for o in OPTIONS}
-NO_TELEMETRY = "this server/config.py has no telemetry options (otel_*, prometheus_port) yet"
+NO_TELEMETRY = (
+    "this server/guardwire_server/config.py has no telemetry options (otel_*, prometheus_port) yet"
+)
 REQUIRED_SECURITY = {
     "runAsNonRoot": True,
     "readOnlyRootFilesystem": True,
@@ -577,7 +579,7 @@ def test_template_rejects_bad_combinations(
 
 
 def test_schema_config_matches_server_options() -> None:
-    """values.schema.json `config` is generated from server/config.py OPTIONS."""
+    """values.schema.json `config` is generated from server/guardwire_server/config.py OPTIONS."""
     proc = subprocess.run(
         [sys.executable, str(CHART / "ci" / "sync-config-schema.py"), "--check"],
         capture_output=True,

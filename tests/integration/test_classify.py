@@ -153,7 +153,7 @@ async def test_python_clients_sync_and_async(guard_server):
 async def test_calibrated_thresholds_file_applies_when_request_sets_none(
     tiny_model_dir, tmp_path, default, expect
 ):
-    from server.evaluation.calibrate import ThresholdPolicy, write_thresholds
+    from guardwire_tools.evaluation.calibrate import ThresholdPolicy, write_thresholds
     from tests.conftest import run_server
 
     path = tmp_path / "thresholds.yaml"

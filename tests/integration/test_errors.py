@@ -143,8 +143,8 @@ async def test_python_client_decodes_typed_errors(guard_server):
 
 
 def test_injection_text_never_becomes_control_tokens(tiny_model_dir):
-    from server.adapters.registry import load_adapter
-    from server.domain import Conversation, Role, Turn
+    from guardwire_server.adapters.registry import load_adapter
+    from guardwire_server.domain import Conversation, Role, Turn
 
     adapter = load_adapter(tiny_model_dir, None)
     hostile = (

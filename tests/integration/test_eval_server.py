@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from server.evaluation import metrics
-from server.evaluation.calibrate import load_thresholds
-from server.evaluation.cli import calibrate_main, eval_main
-from server.evaluation.datasets import load_dataset
-from server.evaluation.report import TEST_MODEL_BANNER, write_report
-from server.evaluation.runner import run_eval
+from guardwire_tools.evaluation import metrics
+from guardwire_tools.evaluation.calibrate import load_thresholds
+from guardwire_tools.evaluation.cli import calibrate_main, eval_main
+from guardwire_tools.evaluation.datasets import load_dataset
+from guardwire_tools.evaluation.report import TEST_MODEL_BANNER, write_report
+from guardwire_tools.evaluation.runner import run_eval
 
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"

@@ -63,7 +63,7 @@ def _tokenizer_dir(kind: str | None, request: pytest.FixtureRequest) -> Path | N
 def family_model(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, Path]:
-    from server.devtools.tiny_model import make_test_model
+    from guardwire_tools.tiny_model import make_test_model
 
     family = request.param
     tok = _tokenizer_dir(FAMILIES[family][0], request)
@@ -81,7 +81,7 @@ async def family_server(
 
 
 def _expected_adapter(family: str, model_dir: Path) -> Any:
-    from server.adapters.registry import load_adapter
+    from guardwire_server.adapters.registry import load_adapter
 
     return load_adapter(model_dir, family).with_convention(FAMILIES[family][1])
 
@@ -179,8 +179,8 @@ async def test_family_is_detected_and_the_probe_logs_its_choice(
 def test_wrong_family_is_refused_by_the_probe(family_model: tuple[str, Path]) -> None:
     """The LG2 test model answers ' safe'; served as Llama Guard 3 8B (which reads 'safe' after
     a forced '\\n\\n') the probe sees no verdict mass and refuses."""
-    from backends.base import BackendStartError
-    from server.loading import build_guard
+    from guardwire_backends.base import BackendStartError
+    from guardwire_server.loading import build_guard
     from tests.conftest import make_settings
 
     _, model_dir = family_model
@@ -217,8 +217,8 @@ def _write_config(path: Path, policies: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def _server_with_config(model_dir: Path, config: Path) -> AsyncIterator[Any]:
-    from server.app import GuardServer
-    from server.config import load_config_file, resolve_settings
+    from guardwire_server.app import GuardServer
+    from guardwire_server.config import load_config_file, resolve_settings
 
     flags = {"listen": ["127.0.0.1:0"], "max_wait_ms": 2.0, "config": str(config)}
     settings = resolve_settings(flags=flags, env={}, file_data=load_config_file(config))
@@ -294,7 +294,7 @@ async def test_policy_reload_under_load_drops_nothing(tiny_model_dir: Path, tmp_
 async def test_invalid_policies_fail_the_start(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Structure is checked while resolving the settings; resolution against the model's
     taxonomy (unknown excluded codes) when the model loads. Both name the key."""
-    from server.config import ConfigError
+    from guardwire_server.config import ConfigError
 
     config = tmp_path / "guardwire.yaml"
     _write_config(config, {"p": {"base": "default", "excluded_codes": ["S99"]}})

@@ -15,9 +15,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from backends.base import ScoreItem
 from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
-from server.domain import Conversation, Role, Turn
+from guardwire_backends.base import ScoreItem
+from guardwire_server.domain import Conversation, Role, Turn
 from tests.conftest import run_server
 from tests.integration.helpers import U, details, request, stub
 

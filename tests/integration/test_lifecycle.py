@@ -149,7 +149,7 @@ async def test_drain_refuses_callers_until_they_go_quiet_then_closes(tiny_model_
 async def test_drain_closes_under_steady_traffic_after_ten_quiet_periods(tiny_model_dir):
     """Callers that never go quiet need the close (its GOAWAY) to move to another replica: the
     drain waits for quiet at most QUIET_WAIT_FACTOR x drain_quiet_s, not the whole grace."""
-    from server.app import QUIET_WAIT_FACTOR
+    from guardwire_server.app import QUIET_WAIT_FACTOR
 
     quiet = 0.1
     async with run_server(tiny_model_dir, backend="fake", drain_quiet_s=quiet) as srv:
@@ -184,9 +184,9 @@ async def test_drain_quiet_period_is_bounded_by_the_grace(tiny_model_dir):
 
 
 def test_load_probe_refuses_an_unrigged_model(tmp_path):
-    from backends.base import BackendStartError
-    from server.devtools.tiny_model import make_test_model
-    from server.loading import build_guard
+    from guardwire_backends.base import BackendStartError
+    from guardwire_server.loading import build_guard
+    from guardwire_tools.tiny_model import make_test_model
     from tests.conftest import LLAMA3_TOKENIZER, make_settings
 
     tok = LLAMA3_TOKENIZER if (LLAMA3_TOKENIZER / "tokenizer.json").is_file() else None
@@ -207,7 +207,15 @@ def test_cli_serve_demo_then_classify_then_sigterm(tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--demo", "--listen", f"127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "-m",
+            "guardwire_server",
+            "serve",
+            "--demo",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -222,7 +230,7 @@ def test_cli_serve_demo_then_classify_then_sigterm(tmp_path):
                 [
                     sys.executable,
                     "-m",
-                    "server",
+                    "guardwire_server",
                     "classify",
                     "hello",
                     "--target",
@@ -265,8 +273,8 @@ async def test_fake_backend_trigger_text_gives_unsafe(fake_server):
 def test_demo_model_without_reference_folder_passes_the_probe(tmp_path, monkeypatch):
     """Inside the container there is no ../shared: the trained tokenizer and our own renderer
     must still give a test model that passes the load probe."""
-    import server.devtools.tiny_model as tiny
-    from server.loading import build_guard
+    import guardwire_tools.tiny_model as tiny
+    from guardwire_server.loading import build_guard
     from tests.conftest import make_settings
 
     monkeypatch.setattr(tiny, "default_tokenizer_dir", lambda: None)

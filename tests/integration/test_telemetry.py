@@ -14,8 +14,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from server.config import ConfigError
-from server.telemetry import INSTALL_HINT, NO_TELEMETRY, TelemetryUnavailable, build_telemetry
+from guardwire_server.config import ConfigError
+from guardwire_server.telemetry import (
+    INSTALL_HINT,
+    NO_TELEMETRY,
+    TelemetryUnavailable,
+    build_telemetry,
+)
 from tests.conftest import make_settings, run_server
 from tests.integration.helpers import A, U, details, request, stub
 

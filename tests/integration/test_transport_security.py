@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from guardwire import AsyncGuardClient
 from guardwire.v1 import guard_service_pb2
-from server.config import ConfigError
+from guardwire_server.config import ConfigError
 from tests.conftest import make_settings, run_server
 from tests.integration.helpers import U, details, request, stub
 
@@ -218,7 +218,7 @@ async def test_unix_socket_permissions(tiny_model_dir, mode: str | None, expecte
 
 
 def test_bad_transport_settings_fail_at_start_naming_the_option(tmp_path: Path, pki: Pki) -> None:
-    from server.app import GuardServer
+    from guardwire_server.app import GuardServer
 
     empty = tmp_path / "empty"
     empty.write_text("  \n")

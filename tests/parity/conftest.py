@@ -22,7 +22,7 @@ def exported_onnx_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     pytest.importorskip("onnxscript")
     key = str(Path(model_dir).resolve())
     if key not in _EXPORTS:
-        from backends.export_onnx import export_onnx
+        from guardwire_tools.export_onnx import export_onnx
 
         out = tmp_path_factory.mktemp("tiny-lg3-onnx")
         export_onnx(model_dir, out, dtype="fp32")

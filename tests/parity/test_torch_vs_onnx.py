@@ -18,13 +18,13 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-from backends.base import Readout, ScoreItem, ScoreResult
-from backends.onnxruntime_ort import OnnxBackend
-from backends.torch_hf import TorchBackend
-from server.adapters.base import EncodedPrompt
-from server.adapters.registry import load_adapter
-from server.adapters.taxonomy import exclude
-from server.domain import Category, Conversation, Policy, Role, Timings, Turn
+from guardwire_backends.base import Readout, ScoreItem, ScoreResult
+from guardwire_backends.onnxruntime_ort import OnnxBackend
+from guardwire_backends.torch_hf import TorchBackend
+from guardwire_server.adapters.base import EncodedPrompt
+from guardwire_server.adapters.registry import load_adapter
+from guardwire_server.adapters.taxonomy import exclude
+from guardwire_server.domain import Category, Conversation, Policy, Role, Timings, Turn
 from tests.parity.conftest import one_torch_thread
 
 TOL = 1e-3

@@ -26,9 +26,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends.base import Readout, ReadoutResult, ScoreItem, ScoreResult
-from server.batcher import BatcherLimits, BatchOutcome, MicroBatcher
-from server.errors import BackendFailure, DeadlineExpired, Draining, Overloaded
+from guardwire_backends.base import Readout, ReadoutResult, ScoreItem, ScoreResult
+from guardwire_server.batcher import BatcherLimits, BatchOutcome, MicroBatcher
+from guardwire_server.errors import BackendFailure, DeadlineExpired, Draining, Overloaded
 
 OK, RAISES, SHORT = 0, 1, 2  # what an item does to the fake backend's batch
 HANG_S = 3.0  # a scenario takes milliseconds; this long means something hangs

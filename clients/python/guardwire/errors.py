@@ -29,7 +29,8 @@ class FieldViolation:
 
 @dataclass
 class GuardError(Exception):
-    """Any failed call. ``reason`` is the server's ErrorReason name ("" if none was sent)."""
+    """Any failed call. ``reason`` is the server's ErrorReason name ("" if none was sent);
+    ``attempts``: how many calls the client made before giving up (retries included)."""
 
     code: grpc.StatusCode
     message: str
@@ -37,6 +38,7 @@ class GuardError(Exception):
     metadata: dict[str, str] = field(default_factory=dict)
     field_violations: list[FieldViolation] = field(default_factory=list)
     retry_delay_s: float | None = None
+    attempts: int = 1
 
     def __str__(self) -> str:
         reason = f" {self.reason}" if self.reason else ""
@@ -52,7 +54,8 @@ class NotFoundError(GuardError):
 
 
 class OverloadedError(GuardError):
-    """RESOURCE_EXHAUSTED: retry after ``retry_delay_s``."""
+    """RESOURCE_EXHAUSTED: with reason OVERLOADED, retry after ``retry_delay_s``; any other
+    reason (e.g. a message over a size limit) fails the same way again."""
 
 
 class DeadlineError(GuardError):

@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 
-from guardwire.client import ClassifyResult, build_classify_request, parse_classify_response
 from guardwire.errors import from_rpc_error
+from guardwire.messages import ClassifyResult, build_classify_request, parse_classify_response
 from guardwire.v1 import conversation_pb2, guard_service_pb2
 
 __all__ = ["GenerationBlocked", "GuardStream", "StreamVerdict", "guard_generation"]

@@ -28,7 +28,7 @@ def llama3_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def llama3_tokenizer(llama3_dir: Path) -> Any:
-    from server.adapters.tokenization import Tokenizer
+    from guardwire_server.adapters.tokenization import Tokenizer
 
     return Tokenizer.from_dir(llama3_dir)
 
@@ -127,7 +127,7 @@ def llama4_tokenizer_dir(request: pytest.FixtureRequest) -> Path:
 def granite_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """No Granite tokenizer in the reference: a small trained byte-level BPE with Granite's
     control tokens (the same one the Granite test model gets)."""
-    from server.devtools.tiny_model import FAMILY_RIGS, train_tokenizer
+    from guardwire_tools.tiny_model import FAMILY_RIGS, train_tokenizer
 
     spec = FAMILY_RIGS["granite-guardian-3"]
     tok = train_tokenizer(specials=spec.specials, bos=spec.bos, required=(spec.safe, spec.unsafe))

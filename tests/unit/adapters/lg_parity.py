@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from server.adapters.llama_guard import LlamaGuardAdapter
-from server.domain import Conversation, Policy, Role, Turn
+from guardwire_server.adapters.llama_guard import LlamaGuardAdapter
+from guardwire_server.domain import Conversation, Policy, Role, Turn
 from tests.unit.adapters.conftest import make_env
 from tests.unit.adapters.test_llama_guard3_parity import CORPUS
 

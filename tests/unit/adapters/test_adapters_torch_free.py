@@ -15,10 +15,10 @@ _SCRIPT = textwrap.dedent(
     import importlib, pkgutil, sys
     for name in ("torch", "transformers", "safetensors", "onnxruntime"):
         sys.modules[name] = None  # any import of these now raises ImportError
-    import server.adapters
-    mods = sorted(m.name for m in pkgutil.iter_modules(server.adapters.__path__))
+    import guardwire_server.adapters
+    mods = sorted(m.name for m in pkgutil.iter_modules(guardwire_server.adapters.__path__))
     for m in mods:
-        importlib.import_module("server.adapters." + m)
+        importlib.import_module("guardwire_server.adapters." + m)
     leaked = sorted(
         n for n, mod in sys.modules.items()
         if mod is not None and n.split(".")[0] in {"torch", "transformers"}

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from backends.base import ScoreItem
-from server.adapters.common import BODY_CACHE_MARGIN, split_body
-from server.adapters.llama_guard import LlamaGuard3Adapter, LlamaGuardAdapter
-from server.adapters.tokenization import Tokenizer
-from server.domain import Conversation, Role, Turn
+from guardwire_backends.base import ScoreItem
+from guardwire_server.adapters.common import BODY_CACHE_MARGIN, split_body
+from guardwire_server.adapters.llama_guard import LlamaGuard3Adapter, LlamaGuardAdapter
+from guardwire_server.adapters.tokenization import Tokenizer
+from guardwire_server.domain import Conversation, Role, Turn
 
 U, A = Role.USER, Role.ASSISTANT
 RESPONSE = (
@@ -67,19 +67,19 @@ def test_lg3_same_token_sequence(llama3_tokenizer: Tokenizer, variant: str) -> N
 
 
 def test_lg2_same_token_sequence(llama3_tokenizer: Tokenizer) -> None:
-    from server.adapters.llama_guard_v2 import LlamaGuard2Adapter
+    from guardwire_server.adapters.llama_guard_v2 import LlamaGuard2Adapter
 
     _check_same_sequence(LlamaGuard2Adapter(llama3_tokenizer))
 
 
 def test_lg4_same_token_sequence(llama4_tokenizer_dir: Path) -> None:
-    from server.adapters.llama_guard_v4 import LlamaGuard4Adapter
+    from guardwire_server.adapters.llama_guard_v4 import LlamaGuard4Adapter
 
     _check_same_sequence(LlamaGuard4Adapter(Tokenizer.from_dir(llama4_tokenizer_dir)))
 
 
 def test_lg1_same_token_sequence(llama2_tokenizer_dir: Path) -> None:
-    from server.adapters.llama_guard_v1 import LlamaGuard1Adapter
+    from guardwire_server.adapters.llama_guard_v1 import LlamaGuard1Adapter
 
     _check_same_sequence(LlamaGuard1Adapter(Tokenizer.from_dir(llama2_tokenizer_dir)))
 

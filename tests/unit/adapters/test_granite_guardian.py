@@ -10,15 +10,23 @@ from typing import Any
 import pytest
 import tokenizers
 
-from backends.base import ReadoutResult, ScoreResult
-from server.adapters.base import UnsupportedPolicy, merge_results
-from server.adapters.granite_guardian import (
+from guardwire_backends.base import ReadoutResult, ScoreResult
+from guardwire_server.adapters.base import UnsupportedPolicy, merge_results
+from guardwire_server.adapters.granite_guardian import (
     GRANITE_GUARDIAN_3,
     RISK_BANK,
     GraniteGuardianAdapter,
 )
-from server.adapters.tokenization import Tokenizer
-from server.domain import Category, Conversation, Policy, Role, Timings, Turn, VerdictLabel
+from guardwire_server.adapters.tokenization import Tokenizer
+from guardwire_server.domain import (
+    Category,
+    Conversation,
+    Policy,
+    Role,
+    Timings,
+    Turn,
+    VerdictLabel,
+)
 from tests.unit.adapters.conftest import reference_template
 from tests.unit.adapters.lg_parity import CORPUS, TURNS, jinja
 

@@ -1,6 +1,7 @@
 """Injection corpus: text that imitates the template cannot change the prompt's structure.
 
-Each corpus string goes through request validation (which neutralises it, ``server.sanitize``)
+Each corpus string goes through request validation (which neutralises it,
+``guardwire_server.sanitize``)
 as user and assistant turns, and the adapters of Llama Guard 1, 2, 3 (1B, 8B) and 4 render and
 encode the result. The rendered prompt must still have exactly one conversation block and one
 categories block in the right order, one role line per turn (in order) and the template's own
@@ -19,10 +20,10 @@ import pytest
 
 from guardwire.v1 import conversation_pb2 as c
 from guardwire.v1 import guard_service_pb2 as g
-from server.adapters.tokenization import Tokenizer
-from server.config import RequestLimits
-from server.domain import Conversation
-from server.validation import PolicyCatalog, validate_classify
+from guardwire_server.adapters.tokenization import Tokenizer
+from guardwire_server.config import RequestLimits
+from guardwire_server.domain import Conversation
+from guardwire_server.validation import PolicyCatalog, validate_classify
 
 CORPUS: tuple[str, ...] = (
     "<END CONVERSATION>",
@@ -92,10 +93,10 @@ def test_the_corpus_is_big_enough() -> None:
 @pytest.fixture(scope="module")
 def adapters(request: pytest.FixtureRequest) -> dict[str, tuple[Any, Tokenizer]]:
     """Every Llama Guard adapter whose reference tokenizer is available."""
-    from server.adapters.llama_guard import LlamaGuard3Adapter
-    from server.adapters.llama_guard_v1 import LlamaGuard1Adapter
-    from server.adapters.llama_guard_v2 import LlamaGuard2Adapter
-    from server.adapters.llama_guard_v4 import LlamaGuard4Adapter
+    from guardwire_server.adapters.llama_guard import LlamaGuard3Adapter
+    from guardwire_server.adapters.llama_guard_v1 import LlamaGuard1Adapter
+    from guardwire_server.adapters.llama_guard_v2 import LlamaGuard2Adapter
+    from guardwire_server.adapters.llama_guard_v4 import LlamaGuard4Adapter
 
     out: dict[str, tuple[Any, Tokenizer]] = {}
     llama3 = request.getfixturevalue("llama3_tokenizer")
@@ -135,7 +136,7 @@ def _validated(*texts: str, description: str = "") -> tuple[Conversation, Any]:
 
 
 def _render_checked(adapter: Any, tok: Tokenizer, texts: tuple[str, ...], description: str = ""):
-    from server.domain import Policy
+    from guardwire_server.domain import Policy
 
     req, _ = _validated(*texts, description=description)
     default = adapter.default_policy

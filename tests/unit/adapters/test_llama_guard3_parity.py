@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from server.adapters.llama_guard import LlamaGuard3Adapter
-from server.adapters.taxonomy import LLAMA_GUARD_3_1B, LLAMA_GUARD_3_8B, exclude
-from server.domain import Category, Conversation, Policy, Role, Turn
+from guardwire_server.adapters.llama_guard import LlamaGuard3Adapter
+from guardwire_server.adapters.taxonomy import LLAMA_GUARD_3_1B, LLAMA_GUARD_3_8B, exclude
+from guardwire_server.domain import Category, Conversation, Policy, Role, Turn
 
 U, A = Role.USER, Role.ASSISTANT
 LONG = ("The quick brown fox jumps over the lazy dog; 0123456789 — ünïcödé. " * 400).strip()

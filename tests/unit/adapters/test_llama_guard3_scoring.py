@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import tokenizers
 
-from backends.base import ReadoutResult, ScoreResult
-from server.adapters.base import EncodedPrompt
-from server.adapters.llama_guard import LlamaGuard3Adapter
-from server.adapters.taxonomy import LLAMA_GUARD_3_1B, LLAMA_GUARD_3_8B
-from server.adapters.tokenization import Tokenizer
-from server.domain import (
+from guardwire_backends.base import ReadoutResult, ScoreResult
+from guardwire_server.adapters.base import EncodedPrompt
+from guardwire_server.adapters.llama_guard import LlamaGuard3Adapter
+from guardwire_server.adapters.taxonomy import LLAMA_GUARD_3_1B, LLAMA_GUARD_3_8B
+from guardwire_server.adapters.tokenization import Tokenizer
+from guardwire_server.domain import (
     Category,
     Conversation,
     Policy,

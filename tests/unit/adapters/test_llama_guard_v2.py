@@ -10,10 +10,10 @@ import tokenizers
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from server.adapters.llama_guard_v2 import LG2_FORMAT, LlamaGuard2Adapter
-from server.adapters.taxonomy import LLAMA_GUARD_2, exclude
-from server.adapters.tokenization import Tokenizer
-from server.domain import Category, Conversation, Policy, Role, Turn
+from guardwire_server.adapters.llama_guard_v2 import LG2_FORMAT, LlamaGuard2Adapter
+from guardwire_server.adapters.taxonomy import LLAMA_GUARD_2, exclude
+from guardwire_server.adapters.tokenization import Tokenizer
+from guardwire_server.domain import Category, Conversation, Policy, Role, Turn
 from tests.unit.adapters.conftest import reference_template
 from tests.unit.adapters.lg_parity import (
     CORPUS,

@@ -12,10 +12,10 @@ import tokenizers
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from server.adapters.llama_guard_v4 import LG4_FORMAT, LlamaGuard4Adapter
-from server.adapters.taxonomy import LLAMA_GUARD_3_8B, LLAMA_GUARD_4, exclude
-from server.adapters.tokenization import Tokenizer
-from server.domain import Conversation, Role, Turn
+from guardwire_server.adapters.llama_guard_v4 import LG4_FORMAT, LlamaGuard4Adapter
+from guardwire_server.adapters.taxonomy import LLAMA_GUARD_3_8B, LLAMA_GUARD_4, exclude
+from guardwire_server.adapters.tokenization import Tokenizer
+from guardwire_server.domain import Conversation, Role, Turn
 from tests.unit.adapters.conftest import reference_template
 from tests.unit.adapters.lg_parity import (
     CORPUS,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.adapters.llama_guard import LlamaGuard3Adapter
-from server.adapters.registry import KNOWN_FAMILIES, detect_family, load_adapter
+from guardwire_server.adapters.llama_guard import LlamaGuard3Adapter
+from guardwire_server.adapters.registry import KNOWN_FAMILIES, detect_family, load_adapter
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_undetectable_defaults_to_1b_with_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     d = _model_dir(tmp_path, config__json={"hidden_size": 64}, tokenizer_config__json="{bad json")
-    with caplog.at_level(logging.WARNING, logger="server.adapters.registry"):
+    with caplog.at_level(logging.WARNING, logger="guardwire_server.adapters.registry"):
         assert detect_family(d) == "llama-guard-3-1b"
     assert "could not detect" in caplog.text
 

@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from server.adapters.taxonomy import (
+from guardwire_server.adapters.taxonomy import (
     DEFAULT_POLICIES,
     LLAMA_GUARD_3_1B,
     LLAMA_GUARD_3_8B,
     check_policy,
     exclude,
 )
-from server.domain import Category, Policy
+from guardwire_server.domain import Category, Policy
 
 
 def test_1b_default_matches_template_dict(template_texts: dict[str, str]) -> None:

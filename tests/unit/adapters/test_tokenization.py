@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import tokenizers
 
-from server.adapters.tokenization import Special, Tokenizer
+from guardwire_server.adapters.tokenization import Special, Tokenizer
 
 
 def test_special_strings_in_text_are_plain_text(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from backends.base import (
+from guardwire_backends.base import (
     Backend,
     BackendUnhealthy,
     InferenceError,
@@ -16,7 +16,7 @@ from backends.base import (
     ScoreItem,
     ScoreResult,
 )
-from backends.fake import LG3_SAFE_ID, LG3_UNSAFE_ID, FakeBackend
+from guardwire_backends.fake import LG3_SAFE_ID, LG3_UNSAFE_ID, FakeBackend
 
 VERDICT = (LG3_SAFE_ID, LG3_UNSAFE_ID)
 CATEGORIES = (50, 16, 17, 605)  # "S", "1", "2", "10"

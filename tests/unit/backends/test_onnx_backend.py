@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from backends.base import (  # noqa: E402
+from guardwire_backends.base import (  # noqa: E402
     Backend,
     BackendStartError,
     BackendUnhealthy,
@@ -27,9 +27,9 @@ from backends.base import (  # noqa: E402
     ScoreResult,
     WeightsNotFound,
 )
-from backends.export_onnx import _reference  # noqa: E402
-from backends.onnxruntime_ort import OnnxBackend  # noqa: E402
-from backends.registry import load_backend  # noqa: E402
+from guardwire_backends.onnxruntime_ort import OnnxBackend  # noqa: E402
+from guardwire_backends.registry import load_backend  # noqa: E402
+from guardwire_tools.export_onnx import _reference  # noqa: E402
 from tests.parity.conftest import exported_onnx_dir, one_torch_thread  # noqa: E402
 
 TOL = 1e-3
@@ -281,7 +281,7 @@ def test_registry_loads_it_and_ignores_torch_options(onnx_dir: Path) -> None:
 
 def test_module_imports_neither_torch_nor_onnxruntime() -> None:
     code = (
-        "import sys, backends.onnxruntime_ort, backends.export_onnx; "
+        "import sys, guardwire_backends.onnxruntime_ort, guardwire_tools.export_onnx; "
         "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

@@ -15,8 +15,8 @@ pytest.importorskip("onnxscript")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import backends.export_onnx as export_mod  # noqa: E402
-from backends.export_onnx import (  # noqa: E402
+import guardwire_tools.export_onnx as export_mod  # noqa: E402
+from guardwire_tools.export_onnx import (  # noqa: E402
     ExportError,
     _sample_items,
     export_onnx,
@@ -63,7 +63,7 @@ def test_directory_is_a_complete_model_dir(onnx_dir: Path, tiny_model_dir: Path)
         assert (onnx_dir / name).read_bytes() == (tiny_model_dir / name).read_bytes()
     assert (onnx_dir / "model.onnx").is_file() and (onnx_dir / "model.onnx.data").is_file()
     assert not list(onnx_dir.glob("*.safetensors"))
-    from server.adapters.registry import load_adapter
+    from guardwire_server.adapters.registry import load_adapter
 
     assert load_adapter(onnx_dir).family == "llama-guard-3-1b"
 
@@ -115,7 +115,7 @@ def test_zero_length_past_and_empty_readouts_run(onnx_dir: Path) -> None:
 
 def test_validation_fails_loudly_above_tolerance(onnx_dir: Path, tiny_model_dir: Path) -> None:
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    from server.adapters.registry import load_adapter
+    from guardwire_server.adapters.registry import load_adapter
 
     items = _sample_items(load_adapter(onnx_dir), 128256, None)
     assert validate_export(onnx_dir, model, items, (1e-3, 0.0)) <= 1e-3

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from backends import torch_hf
-from backends.base import Readout, ScoreItem, ScoreResult
-from backends.torch_hf import PrefixCache
+from guardwire_backends import torch_hf
+from guardwire_backends.base import Readout, ScoreItem, ScoreResult
+from guardwire_backends.torch_hf import PrefixCache
 
 TOL = 1e-4
 VOCAB = 128000
@@ -130,7 +130,7 @@ def test_put_replaces_and_clear_resets() -> None:
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from backends.torch_hf import TorchBackend  # noqa: E402
+from guardwire_backends.torch_hf import TorchBackend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +257,7 @@ def test_onnx_backend_reuses_the_longest_prefix_too(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     pytest.importorskip("onnxruntime")
-    from backends.onnxruntime_ort import OnnxBackend
+    from guardwire_backends.onnxruntime_ort import OnnxBackend
     from tests.parity.conftest import exported_onnx_dir
 
     onnx_dir = exported_onnx_dir(tiny_model_dir, tmp_path_factory)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backends._optional import require
-from backends.base import BackendError, BackendStartError, WeightsNotFound
-from backends.fake import FakeBackend
-from backends.registry import available_backends, load_backend
+from guardwire_backends._optional import require
+from guardwire_backends.base import BackendError, BackendStartError, WeightsNotFound
+from guardwire_backends.fake import FakeBackend
+from guardwire_backends.registry import available_backends, load_backend
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -44,7 +44,8 @@ def test_torch_loader_missing_model(tmp_path: Path) -> None:
 
 def test_registry_and_devices_do_not_import_torch() -> None:
     code = (
-        "import sys, backends.registry, backends.devices, backends.fake, backends.torch_hf; "
+        "import sys, guardwire_backends.registry, guardwire_backends.devices, "
+        "guardwire_backends.fake, guardwire_backends.torch_hf; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
@@ -59,7 +60,7 @@ def test_require_names_the_extra() -> None:
 
 def test_device_and_dtype_resolution() -> None:
     torch = pytest.importorskip("torch")
-    from backends.devices import resolve_device, resolve_device_and_dtype, resolve_dtype
+    from guardwire_backends.devices import resolve_device, resolve_device_and_dtype, resolve_dtype
 
     dev, dt = resolve_device_and_dtype("auto", "auto")
     if torch.cuda.is_available():

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from backends.base import (  # noqa: E402
+from guardwire_backends.base import (  # noqa: E402
     Backend,
     BackendUnhealthy,
     InferenceError,
@@ -23,8 +23,8 @@ from backends.base import (  # noqa: E402
     ScoreResult,
     WeightsNotFound,
 )
-from backends.torch_hf import TorchBackend  # noqa: E402
-from server.devtools.tiny_model import (  # noqa: E402
+from guardwire_backends.torch_hf import TorchBackend  # noqa: E402
+from guardwire_tools.tiny_model import (  # noqa: E402
     make_test_model,
     rigged_token_ids,
     train_tokenizer,

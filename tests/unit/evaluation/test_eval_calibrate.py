@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from server.evaluation import calibrate as C
-from server.evaluation.runner import ExampleResult
+from guardwire_tools.evaluation import calibrate as C
+from guardwire_tools.evaluation.runner import ExampleResult
 
 
 def _results(n: int = 2000, seed: int = 0) -> list[ExampleResult]:

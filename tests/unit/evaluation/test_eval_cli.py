@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.evaluation.calibrate import load_thresholds
-from server.evaluation.cli import calibrate_main, eval_main
+from guardwire_tools.evaluation.calibrate import load_thresholds
+from guardwire_tools.evaluation.cli import calibrate_main, eval_main
 from tests.unit.evaluation.eval_helpers import OPENAI_MOD, XSTEST, StubClient, need
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.evaluation import datasets as D
+from guardwire_tools.evaluation import datasets as D
 from tests.unit.evaluation.eval_helpers import OPENAI_MOD, XSTEST, XSTEST_COMPLETIONS, need
 
 

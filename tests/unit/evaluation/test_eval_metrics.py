@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.evaluation import metrics
+from guardwire_tools.evaluation import metrics
 
 sk = pytest.importorskip("sklearn.metrics", reason="scikit-learn (dev extra) is the reference")
 

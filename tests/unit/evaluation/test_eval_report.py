@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from server.evaluation import metrics
-from server.evaluation import report as R
-from server.evaluation.datasets import LabeledExample
-from server.evaluation.runner import EvalRun, ExampleResult, run_eval
+from guardwire_tools.evaluation import metrics
+from guardwire_tools.evaluation import report as R
+from guardwire_tools.evaluation.datasets import LabeledExample
+from guardwire_tools.evaluation.runner import EvalRun, ExampleResult, run_eval
 from tests.unit.evaluation.eval_helpers import StubClient
 
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from server.evaluation.datasets import LabeledExample
-from server.evaluation.runner import EvalPolicy, Progress, _verdict, error_reason, run_eval
+from guardwire_tools.evaluation.datasets import LabeledExample
+from guardwire_tools.evaluation.runner import EvalPolicy, Progress, _verdict, error_reason, run_eval
 from tests.unit.evaluation.eval_helpers import StubClient, StubError, stub_score
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from backends.base import Readout, ReadoutResult, ScoreItem, ScoreResult
-from server.batcher import BatcherLimits, BatchOutcome, MicroBatcher
-from server.errors import BackendFailure, DeadlineExpired, Draining, Overloaded
+from guardwire_backends.base import Readout, ReadoutResult, ScoreItem, ScoreResult
+from guardwire_server.batcher import BatcherLimits, BatchOutcome, MicroBatcher
+from guardwire_server.errors import BackendFailure, DeadlineExpired, Draining, Overloaded
 
 # -- helpers ------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""server.health_monitor with a real MicroBatcher: failed batches, out-of-memory, the watchdog
+"""guardwire_server.health_monitor with a real MicroBatcher: failed batches, out-of-memory, the
+watchdog
 and recovery probes -- in process, no gRPC."""
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends.base import InferenceError, Readout, ScoreItem, ScoreResult
-from server.batcher import BatcherLimits, MicroBatcher
-from server.errors import BackendFailure
-from server.health_monitor import (
+from guardwire_backends.base import InferenceError, Readout, ScoreItem, ScoreResult
+from guardwire_server.batcher import BatcherLimits, MicroBatcher
+from guardwire_server.errors import BackendFailure
+from guardwire_server.health_monitor import (
     BackendOutOfMemory,
     HealthMonitor,
     guard_out_of_memory,

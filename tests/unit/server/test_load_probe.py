@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import BackendStartError, ReadoutResult, ScoreItem, ScoreResult
-from server.adapters.granite_guardian import GraniteGuardianAdapter
-from server.adapters.llama_guard_v2 import LlamaGuard2Adapter
-from server.adapters.tokenization import Tokenizer
-from server.config import ConfigError
-from server.domain import Category, Policy
-from server.loading import policy_check, probe_model
-from server.policies import build_catalog, parse_policies
+from guardwire_backends.base import BackendStartError, ReadoutResult, ScoreItem, ScoreResult
+from guardwire_server.adapters.granite_guardian import GraniteGuardianAdapter
+from guardwire_server.adapters.llama_guard_v2 import LlamaGuard2Adapter
+from guardwire_server.adapters.tokenization import Tokenizer
+from guardwire_server.config import ConfigError
+from guardwire_server.domain import Category, Policy
+from guardwire_server.loading import policy_check, probe_model
+from guardwire_server.policies import build_catalog, parse_policies
 
 LLAMA3 = Path(__file__).resolve().parents[3].parent / "shared/reference/tokenizers/llama3"
 
@@ -61,7 +61,7 @@ def test_probe_picks_the_convention_the_model_supports(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     backend = StubBackend(favoured)
-    with caplog.at_level(logging.INFO, logger="server.loading"):
+    with caplog.at_level(logging.INFO, logger="guardwire_server.loading"):
         report = probe_model(lg2, backend, 0.5)  # type: ignore[arg-type]
     assert report.convention == convention
     assert report.adapter.convention == convention
@@ -82,7 +82,7 @@ def test_ties_keep_the_preferred_convention(lg2: LlamaGuard2Adapter) -> None:
 
 
 def _granite(tmp_path: Path) -> GraniteGuardianAdapter:
-    from server.devtools.tiny_model import FAMILY_RIGS, train_tokenizer
+    from guardwire_tools.tiny_model import FAMILY_RIGS, train_tokenizer
 
     spec = FAMILY_RIGS["granite-guardian-3"]
     raw = train_tokenizer(specials=spec.specials, bos=spec.bos, required=(spec.safe, spec.unsafe))

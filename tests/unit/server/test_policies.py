@@ -12,11 +12,16 @@ from typing import Any
 import pytest
 import yaml
 
-from server.adapters.base import policy_id
-from server.config import ConfigError, resolve_settings
-from server.domain import Category, Policy
-from server.policies import PolicyReloader, build_catalog, parse_policies, read_policy_file
-from server.validation import PolicyCatalog
+from guardwire_server.adapters.base import policy_id
+from guardwire_server.config import ConfigError, resolve_settings
+from guardwire_server.domain import Category, Policy
+from guardwire_server.policies import (
+    PolicyReloader,
+    build_catalog,
+    parse_policies,
+    read_policy_file,
+)
+from guardwire_server.validation import PolicyCatalog
 
 DEFAULT = Policy(
     categories=tuple(Category(f"S{i}", f"Name {i}.") for i in range(1, 8)),
@@ -181,7 +186,7 @@ def test_reloader_swaps_atomically_and_keeps_the_old_on_errors(
 
     good = guard.catalog
     path.write_text("policies: {broken: {base: nope}}\n")
-    with caplog.at_level(logging.ERROR, logger="server.policies"):
+    with caplog.at_level(logging.ERROR, logger="guardwire_server.policies"):
         assert reloader.reload() is False
     assert guard.catalog is good  # the old catalog stays
     assert "policies.broken.base" in caplog.text and "keeping the old policies" in caplog.text

@@ -1,4 +1,5 @@
-"""server.sanitize: template markers, special-token look-alikes and role labels are defused,
+"""guardwire_server.sanitize: template markers, special-token look-alikes and role labels are
+defused,
 everything else is left alone; the function is pure and idempotent."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.sanitize import LEFT, RIGHT, neutralize
+from guardwire_server.sanitize import LEFT, RIGHT, neutralize
 
 MARKERS = (
     "<BEGIN CONVERSATION>",
@@ -131,9 +132,9 @@ def test_property_no_structure_survives_and_idempotent(text: str) -> None:
 def test_validation_applies_it_once_to_turns_and_custom_categories() -> None:
     from guardwire.v1 import conversation_pb2 as c
     from guardwire.v1 import guard_service_pb2 as g
-    from server.config import RequestLimits
-    from server.domain import Policy
-    from server.validation import PolicyCatalog, validate_classify
+    from guardwire_server.config import RequestLimits
+    from guardwire_server.domain import Policy
+    from guardwire_server.validation import PolicyCatalog, validate_classify
 
     req = g.ClassifyRequest(
         conversation=c.Conversation(

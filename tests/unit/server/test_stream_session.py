@@ -6,11 +6,11 @@ import pytest
 
 from guardwire.v1 import conversation_pb2 as c
 from guardwire.v1 import guard_service_pb2 as g
-from server.config import RequestLimits
-from server.domain import Category, Policy, Role
-from server.errors import InvalidRequest, LimitExceeded, StreamProtocolError
-from server.streams import StreamSession
-from server.validation import PolicyCatalog
+from guardwire_server.config import RequestLimits
+from guardwire_server.domain import Category, Policy, Role
+from guardwire_server.errors import InvalidRequest, LimitExceeded, StreamProtocolError
+from guardwire_server.streams import StreamSession
+from guardwire_server.validation import PolicyCatalog
 
 DEFAULT = Policy(categories=(Category("S1", "Violent Crimes."), Category("S2", "Other.")))
 LIMITS = RequestLimits(

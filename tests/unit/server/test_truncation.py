@@ -1,4 +1,5 @@
-"""server.truncation.drop_oldest_turns: drops whole pairs from the start, never the assessed
+"""guardwire_server.truncation.drop_oldest_turns: drops whole pairs from the start, never the
+assessed
 turn, never leaves an assistant-first conversation, and says how many turns it dropped."""
 
 from __future__ import annotations
@@ -7,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain import Conversation, Role, Turn
-from server.truncation import drop_oldest_turns
+from guardwire_server.domain import Conversation, Role, Turn
+from guardwire_server.truncation import drop_oldest_turns
 
 
 def conv(n: int, size: int = 10) -> Conversation:

@@ -10,13 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import Readout, ReadoutResult, ScoreItem, ScoreResult
-from server.adapters.base import EncodedPrompt
-from server.config import resolve_settings
-from server.domain import Category, Conversation, Policy, Role, Timings, Turn, VerdictLabel
-from server.errors import BackendFailure, DeadlineExpired
-from server.validation import ValidClassifyRequest
-from server.verdict_cache import Lookup, Scored, VerdictCache, canonical_encoding
+from guardwire_backends.base import Readout, ReadoutResult, ScoreItem, ScoreResult
+from guardwire_server.adapters.base import EncodedPrompt
+from guardwire_server.config import resolve_settings
+from guardwire_server.domain import (
+    Category,
+    Conversation,
+    Policy,
+    Role,
+    Timings,
+    Turn,
+    VerdictLabel,
+)
+from guardwire_server.errors import BackendFailure, DeadlineExpired
+from guardwire_server.validation import ValidClassifyRequest
+from guardwire_server.verdict_cache import Lookup, Scored, VerdictCache, canonical_encoding
 
 POLICY = Policy(categories=(Category("S1", "Violent Crimes"), Category("S2", "Fraud")))
 NS = "model\x1frev\x1ffamily"
@@ -230,7 +238,7 @@ async def test_a_waiter_gives_up_at_its_deadline():
 @pytest.fixture(scope="module")
 async def _guard(tiny_model_dir: Path):
     """A real Guard (adapter, batcher) over the deterministic fake backend, built once."""
-    from server.loading import build_guard
+    from guardwire_server.loading import build_guard
 
     settings = resolve_settings(
         flags={"backend": "fake", "verdict_cache_entries": 16, "max_wait_ms": 1.0}, env={}
