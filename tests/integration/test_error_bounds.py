@@ -2,7 +2,9 @@
 
 * the status of any error (message + details) stays well under 8 KiB on the wire (gRPC's
   default client metadata limit is 16 KiB; past it the client sees RESOURCE_EXHAUSTED instead
-  of the real error).
+  of the real error);
+* validation work is bounded: a repeated field is checked against its count limit before any
+  per-element work, so a huge list costs neither time nor memory.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from guardwire.v1 import conversation_pb2 as c
 from tests.conftest import run_server
 from tests.integration.helpers import U, details, request, stub
+from tests.subprocess_server import spawn_server
 
 WIRE_BOUND = 8 * 1024  # bytes of grpc-message + grpc-status-details-bin (base64) together
+DEFAULT_MESSAGE_LIMIT = 4 * 2**20  # max(4 MiB, 4 * max_conversation_bytes) at the defaults
 
 
 def wire_bytes(err: grpc.aio.AioRpcError | grpc.RpcError) -> int:
@@ -51,3 +57,37 @@ async def test_many_invalid_turns_report_capped_violations(tiny_model_dir: Path)
     assert 1 <= len(d["fields"]) <= 10, len(d["fields"])
     assert "more" in info.value.details()
     assert wire_bytes(info.value) < WIRE_BOUND
+
+
+def _vm_hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("VmHWM not found")
+
+
+RSS_GROWTH_BOUND = 300 * 2**20  # the unbounded server grew by about 1.8 GB on this request
+
+
+def test_million_excluded_codes_are_refused_cheaply(tiny_model_dir: Path) -> None:
+    """1,000,000 unknown excluded codes (4 MB on the wire, under the message limit): refused by
+    the count limit before any per-code work; the server's peak RSS grows < 300 MB."""
+    req = request((U, "hi"), policy=c.Policy(excluded_codes=["S0"] * 1_000_000))
+    assert req.ByteSize() < DEFAULT_MESSAGE_LIMIT
+    with spawn_server(tiny_model_dir) as srv:
+        before = _vm_hwm(srv.pid)
+        with grpc.insecure_channel(srv.target) as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                stub(ch).Classify(req, timeout=60)
+            health = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+        after = _vm_hwm(srv.pid)
+    err = info.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    status = rpc_status.from_call(err)
+    assert status is not None and "LIMIT_EXCEEDED" in str(status.details[0].value)
+    assert "policy.excluded_codes" in err.details()
+    assert wire_bytes(err) < WIRE_BOUND
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert after - before < RSS_GROWTH_BOUND, f"VmHWM grew by {(after - before) / 2**20:.0f} MB"
