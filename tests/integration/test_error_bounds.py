@@ -4,7 +4,8 @@
   default client metadata limit is 16 KiB; past it the client sees RESOURCE_EXHAUSTED instead
   of the real error);
 * validation work is bounded: a repeated field is checked against its count limit before any
-  per-element work, so a huge list costs neither time nor memory.
+  per-element work, so a huge list costs neither time nor memory;
+* a message over the server's size limit answers INVALID_ARGUMENT / LIMIT_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from guardwire.v1 import conversation_pb2 as c
+from guardwire.v1 import guard_service_pb2 as g
 from tests.conftest import run_server
 from tests.integration.helpers import U, details, request, stub
 from tests.subprocess_server import spawn_server
@@ -91,3 +93,31 @@ def test_million_excluded_codes_are_refused_cheaply(tiny_model_dir: Path) -> Non
     assert wire_bytes(err) < WIRE_BOUND
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert after - before < RSS_GROWTH_BOUND, f"VmHWM grew by {(after - before) / 2**20:.0f} MB"
+
+
+OVER_LIMIT = "x" * (DEFAULT_MESSAGE_LIMIT + 1024)  # just over the limit, inside gRPC's slack
+
+
+async def test_classify_just_over_the_message_limit_is_limit_exceeded(fake_server) -> None:
+    async with grpc.aio.insecure_channel(fake_server.target) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub(ch).Classify(request((U, OVER_LIMIT)), timeout=20)
+    d = details(info.value)
+    assert d["code"] == grpc.StatusCode.INVALID_ARGUMENT and d["reason"] == "LIMIT_EXCEEDED"
+    assert d["metadata"]["limit"] == "max_message_bytes"
+    assert d["metadata"]["max"] == str(DEFAULT_MESSAGE_LIMIT)
+    assert int(d["metadata"]["value"]) > DEFAULT_MESSAGE_LIMIT
+
+
+async def test_stream_message_just_over_the_message_limit_is_limit_exceeded(fake_server) -> None:
+    async def messages():
+        yield g.StreamClassifyRequest(open=g.StreamOpen())
+        yield g.StreamClassifyRequest(turn=c.Turn(role=U, content=OVER_LIMIT))
+
+    async with grpc.aio.insecure_channel(fake_server.target) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stub(ch).StreamClassify(messages(), timeout=20):
+                pass
+    d = details(info.value)
+    assert d["code"] == grpc.StatusCode.INVALID_ARGUMENT and d["reason"] == "LIMIT_EXCEEDED"
+    assert d["metadata"]["limit"] == "max_message_bytes"
