@@ -27,7 +27,11 @@ from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
 from guardwire_server.config import ConfigError, Settings
 from guardwire_server.guard import Guard
 from guardwire_server.health_monitor import HealthMonitor
-from guardwire_server.interceptors import BearerTokenInterceptor, MalformedRequestInterceptor
+from guardwire_server.interceptors import (
+    MESSAGE_SLACK_BYTES,
+    BearerTokenInterceptor,
+    MalformedRequestInterceptor,
+)
 from guardwire_server.loading import build_guard, policy_check, resolve_model_dir
 from guardwire_server.policies import PolicyReloader
 from guardwire_server.servicer import GuardServicer
@@ -77,16 +81,19 @@ class GuardServer:
         interceptors = [*self.telemetry.server_interceptors()]
         if token is not None:
             interceptors.append(BearerTokenInterceptor(token))
-        interceptors.append(MalformedRequestInterceptor())
+        max_msg = settings.max_message_bytes
+        interceptors.append(MalformedRequestInterceptor(max_message_bytes=max_msg))
         max_rpcs = (
             settings.max_concurrent_rpcs or 2 * (settings.max_queue + settings.max_streams) + 64
         )
-        max_msg = max(4 * 2**20, 4 * settings.max_conversation_bytes)
         self._server = grpc.aio.server(
             interceptors=interceptors,
             maximum_concurrent_rpcs=max_rpcs,
             options=[
-                ("grpc.max_receive_message_length", max_msg),
+                # gRPC core lets a little more through than max_message_bytes, so that the
+                # interceptor answers a message just over the limit with LIMIT_EXCEEDED; past
+                # the slack gRPC itself answers RESOURCE_EXHAUSTED (no ErrorInfo)
+                ("grpc.max_receive_message_length", max_msg + MESSAGE_SLACK_BYTES),
                 ("grpc.max_send_message_length", max_msg),
             ],
         )

@@ -385,6 +385,12 @@ class Settings:
     config_file: str = ""  # the YAML file the settings came from ("" = none)
 
     @property
+    def max_message_bytes(self) -> int:
+        """The largest request message the server parses (derived, not an option): bigger ones
+        answer INVALID_ARGUMENT / LIMIT_EXCEEDED (``guardwire_server.interceptors``)."""
+        return max(4 * 2**20, 4 * self.max_conversation_bytes)
+
+    @property
     def request_limits(self) -> RequestLimits:
         return RequestLimits(
             max_turns=self.max_turns,

@@ -33,7 +33,22 @@ __all__ = [
     "Overloaded",
     "StreamProtocolError",
     "UnknownPolicy",
+    "cut",
+    "quote",
 ]
+
+MAX_VIOLATIONS = 10  # field violations an InvalidRequest keeps (the rest are counted)
+QUOTE_CHARS = 64  # request text quoted in an error is cut to this many characters
+
+
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of request text for an error message, cut to ``limit`` characters + "…"."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
+def cut(text: str, limit: int = QUOTE_CHARS) -> str:
+    """Request text for ErrorInfo metadata: at most ``limit`` characters + "…"."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +73,16 @@ class InvalidRequest(GuardwireError):
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         assert violations, "InvalidRequest needs at least one violation"
-        text = "; ".join(f"{v.field}: {v.description}" for v in violations)
-        super().__init__(f"invalid request: {text}", metadata={"field": violations[0].field})
-        self.violations = violations
+        kept = violations[:MAX_VIOLATIONS]
+        self.omitted = len(violations) - len(kept)  # reported as "and N more", not listed
+        text = "; ".join(f"{v.field}: {v.description}" for v in kept)
+        # the count first: a long message is cut at its end (guardwire_server.status)
+        head = f" ({len(violations)} violations, the first {len(kept)} listed, and "
+        head = f"{head}{self.omitted} more)" if self.omitted else ""
+        super().__init__(f"invalid request{head}: {text}", metadata={"field": kept[0].field})
+        if self.omitted:
+            self.metadata["violations"] = str(len(violations))
+        self.violations = kept
 
     @classmethod
     def one(cls, field: str, description: str) -> InvalidRequest:
@@ -83,8 +105,8 @@ class UnknownPolicy(GuardwireError):
 
     def __init__(self, policy_id: str, known: list[str]) -> None:
         super().__init__(
-            f"unknown policy_id {policy_id!r}; configured: {', '.join(known) or '(none)'}",
-            metadata={"policy_id": policy_id},
+            f"unknown policy_id {quote(policy_id)}; configured: {', '.join(known) or '(none)'}",
+            metadata={"policy_id": cut(policy_id)},
         )
 
 

@@ -7,9 +7,15 @@
   error message.
 * ``MalformedRequestInterceptor``: a GuardService request whose bytes are not a valid message
   (corrupt wire format, invalid UTF-8 in a string) is answered INVALID_ARGUMENT /
-  INVALID_REQUEST -- by default gRPC answers UNKNOWN with the parser's exception text. The
-  handler's request deserializer is swapped for a lenient one that hands the handler a marker
-  instead of raising.
+  INVALID_REQUEST -- by default gRPC answers UNKNOWN with the parser's exception text -- and
+  one bigger than ``max_message_bytes`` INVALID_ARGUMENT / LIMIT_EXCEEDED (limit
+  ``max_message_bytes``), checked on the byte count before any parsing. The handler's request
+  deserializer is swapped for a lenient one that hands the handler a marker instead of raising.
+  gRPC core itself is configured to accept ``MESSAGE_SLACK_BYTES`` more than the limit
+  (``guardwire_server.app``) so that a message just over it reaches this check; a message past
+  the slack is still refused by gRPC core with RESOURCE_EXHAUSTED "Received message larger than
+  max" and no ErrorInfo (the Python client does not retry it: it retries RESOURCE_EXHAUSTED only
+  with ErrorInfo OVERLOADED).
 
 Order (``guardwire_server.app``): telemetry first (it sees every outcome), then the token check,
 then
@@ -25,13 +31,25 @@ from typing import Any
 
 import grpc
 
-from guardwire_server.errors import AuthFailed, FieldViolation, InvalidRequest
+from guardwire_server.errors import (
+    AuthFailed,
+    FieldViolation,
+    GuardwireError,
+    InvalidRequest,
+    LimitExceeded,
+)
 from guardwire_server.status import to_grpc_status
 
-__all__ = ["HEALTH_PREFIX", "BearerTokenInterceptor", "MalformedRequestInterceptor"]
+__all__ = [
+    "HEALTH_PREFIX",
+    "MESSAGE_SLACK_BYTES",
+    "BearerTokenInterceptor",
+    "MalformedRequestInterceptor",
+]
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 GUARD_PREFIX = "/guardwire.v1.GuardService/"
+MESSAGE_SLACK_BYTES = 64 * 1024  # what gRPC core accepts past max_message_bytes
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
@@ -87,28 +105,33 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _rebuild(handler, deny, None)  # None: the bytes are never parsed
 
 
-class _Undecodable:
+class _Rejected:
+    """What the lenient deserializer hands the handler instead of a message it cannot take."""
+
     __slots__ = ("error",)
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: GuardwireError) -> None:
         self.error = error
 
 
-def _invalid(method: str, marker: _Undecodable) -> InvalidRequest:
+def _invalid(method: str, exc: Exception) -> InvalidRequest:
     name = method.rsplit("/", 1)[-1]
     return InvalidRequest(
         [
             FieldViolation(
                 "(message)",
-                f"the {name} request is not a valid protobuf message "
-                f"({type(marker.error).__name__})",
+                f"the {name} request is not a valid protobuf message ({type(exc).__name__})",
             )
         ]
     )
 
 
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Answers undecodable GuardService requests with INVALID_ARGUMENT (see the module)."""
+    """Answers undecodable or too big GuardService requests with INVALID_ARGUMENT (see the
+    module)."""
+
+    def __init__(self, *, max_message_bytes: int) -> None:
+        self._max_bytes = max_message_bytes
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -121,18 +144,24 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         if decode is None:
             return handler
 
+        max_bytes = self._max_bytes
+
         def lenient(data: bytes) -> Any:
+            if len(data) > max_bytes:  # before parsing: the size is all that is looked at
+                return _Rejected(
+                    LimitExceeded("(message)", "max_message_bytes", max_bytes, len(data))
+                )
             try:
                 return decode(data)
             except Exception as exc:
-                return _Undecodable(exc)
+                return _Rejected(_invalid(method, exc))
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                if isinstance(request, _Undecodable):
-                    await context.abort_with_status(to_grpc_status(_invalid(method, request)))
+                if isinstance(request, _Rejected):
+                    await context.abort_with_status(to_grpc_status(request.error))
                 return await inner(request, context)
 
             return _rebuild(handler, unary, lenient)
@@ -141,8 +170,8 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
             async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
                 async for request in requests:
-                    if isinstance(request, _Undecodable):
-                        raise _invalid(method, request)  # the servicer answers it
+                    if isinstance(request, _Rejected):
+                        raise request.error  # the servicer answers it
                     yield request
 
             async def stream(

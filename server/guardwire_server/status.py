@@ -1,4 +1,13 @@
-"""The one table from domain errors to gRPC: code + ErrorInfo (+ BadRequest, RetryInfo)."""
+"""The one table from domain errors to gRPC: code + ErrorInfo (+ BadRequest, RetryInfo).
+
+Every status is bounded here, whatever the error quotes from the request: the message is cut to
+``MAX_MESSAGE_BYTES`` (UTF-8), every ErrorInfo metadata value and BadRequest string to
+``MAX_FIELD_CHARS``, and the serialized ``google.rpc.Status`` to ``MAX_STATUS_BYTES`` (the
+BadRequest is dropped, then the message cut further, if it is still bigger). On the wire that is
+at most ~3 KiB of ``grpc-message`` plus ~4 KiB of base64 ``grpc-status-details-bin``: well under
+gRPC's default 16 KiB client metadata limit, past which a client would see RESOURCE_EXHAUSTED
+instead of the real error.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +20,14 @@ from grpc_status import rpc_status
 
 from guardwire_server import errors
 
-__all__ = ["DOMAIN", "internal_status", "to_grpc_status"]
+__all__ = ["DOMAIN", "MAX_MESSAGE_BYTES", "MAX_STATUS_BYTES", "internal_status", "to_grpc_status"]
 
 DOMAIN = "guardwire.v1"
 log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1024  # UTF-8 bytes of the status message (grpc-message)
+MAX_FIELD_CHARS = 256  # characters of one metadata value or BadRequest field / description
+MAX_STATUS_BYTES = 3072  # the serialized google.rpc.Status, details included
 
 _CODES: dict[type[errors.GuardwireError], int] = {
     errors.InvalidRequest: code_pb2.INVALID_ARGUMENT,
@@ -43,13 +56,35 @@ def _code_for(err: errors.GuardwireError) -> int:
     return code_pb2.INTERNAL
 
 
+def _cut_utf8(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` UTF-8 bytes (cut on a character boundary, "…" appended)."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    return raw[: max(0, limit - 3)].decode("utf-8", "ignore") + "…"
+
+
+def _short(text: str) -> str:
+    return errors.cut(text, MAX_FIELD_CHARS)
+
+
+def _bounded(code: int, message: str, details: list[any_pb2.Any]) -> status_pb2.Status:
+    """The status with the message and the whole serialized size within the bounds."""
+    status = status_pb2.Status(
+        code=code, message=_cut_utf8(message, MAX_MESSAGE_BYTES), details=details
+    )
+    if status.ByteSize() > MAX_STATUS_BYTES:  # keep ErrorInfo (the reason), drop the rest
+        status = status_pb2.Status(code=code, message=status.message, details=details[:1])
+    if status.ByteSize() > MAX_STATUS_BYTES:
+        room = max(0, MAX_STATUS_BYTES - status.ByteSize() + len(status.message.encode()))
+        status.message = _cut_utf8(status.message, room)
+    return status
+
+
 def to_grpc_status(err: errors.GuardwireError) -> grpc.Status:
+    metadata = {_short(k): _short(v) for k, v in sorted(err.metadata.items())[:16]}
     details = [
-        _pack(
-            error_details_pb2.ErrorInfo(
-                reason=err.reason, domain=DOMAIN, metadata=dict(sorted(err.metadata.items()))
-            )
-        )
+        _pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=metadata))
     ]
     if isinstance(err, errors.InvalidRequest):
         details.append(
@@ -57,9 +92,9 @@ def to_grpc_status(err: errors.GuardwireError) -> grpc.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
+                            field=_short(v.field), description=_short(v.description)
                         )
-                        for v in err.violations
+                        for v in err.violations[: errors.MAX_VIOLATIONS]
                     ]
                 )
             )
@@ -70,7 +105,7 @@ def to_grpc_status(err: errors.GuardwireError) -> grpc.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=err.field, description=err.message
+                            field=_short(err.field), description=_short(err.message)
                         )
                     ]
                 )
@@ -80,8 +115,7 @@ def to_grpc_status(err: errors.GuardwireError) -> grpc.Status:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(err.retry_after_s * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=_code_for(err), message=err.message, details=details)
-    return rpc_status.to_status(status)
+    return rpc_status.to_status(_bounded(_code_for(err), err.message, details))
 
 
 def internal_status(exc: BaseException) -> grpc.Status:

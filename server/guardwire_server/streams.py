@@ -30,6 +30,7 @@ from guardwire_server.errors import (
 from guardwire_server.sanitize import neutralize
 from guardwire_server.validation import (
     PolicyCatalog,
+    check_counts,
     validate_conversation,
     validate_policy,
     validate_threshold,
@@ -110,6 +111,7 @@ class StreamSession:
         return self._end_of_turn()
 
     def _open(self, msg: guard_service_pb2.StreamOpen) -> None:
+        check_counts(msg.history, msg.policy, self._limits, "open.history")
         history, violations = validate_conversation(
             msg.history, self._limits, "open.history", allow_empty=True
         )

@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from guardwire.v1 import conversation_pb2, guard_service_pb2
 from guardwire_server.config import RequestLimits
 from guardwire_server.domain import Category, Conversation, Policy, Role, Turn
-from guardwire_server.errors import FieldViolation, InvalidRequest, LimitExceeded, UnknownPolicy
+from guardwire_server.errors import (
+    FieldViolation,
+    InvalidRequest,
+    LimitExceeded,
+    UnknownPolicy,
+    quote,
+)
 from guardwire_server.sanitize import neutralize
 
 __all__ = [
     "PolicyCatalog",
     "ValidClassifyRequest",
+    "check_counts",
     "validate_classify",
     "validate_conversation",
     "validate_policy",
@@ -53,6 +60,28 @@ def _role_name(number: int) -> str:
     return _ROLE_NAMES.get(number, f"unknown role {number}")
 
 
+def check_counts(
+    conversation: conversation_pb2.Conversation,
+    policy: conversation_pb2.Policy,
+    limits: RequestLimits,
+    conversation_field: str = "conversation",
+) -> None:
+    """Every repeated field of a request against its count limit, before any per-element work
+    (``LimitExceeded``): a million-element list is refused in O(1), not walked."""
+    counts = (
+        (f"{conversation_field}.turns", "max_turns", limits.max_turns, len(conversation.turns)),
+        ("policy.categories", "max_categories", limits.max_categories, len(policy.categories)),
+        # only codes of the policy can be excluded: max_categories bounds a custom policy, the
+        # built-in taxonomies have fewer codes (a named policy over max_categories codes cannot
+        # exclude more than max_categories of them)
+        ("policy.excluded_codes", "max_categories", limits.max_categories,
+         len(policy.excluded_codes)),
+    )  # fmt: skip
+    for field, limit_name, limit, value in counts:
+        if value > limit:
+            raise LimitExceeded(field, limit_name, limit, value)
+
+
 def validate_conversation(
     msg: conversation_pb2.Conversation,
     limits: RequestLimits,
@@ -60,11 +89,10 @@ def validate_conversation(
     *,
     allow_empty: bool = False,
 ) -> tuple[Conversation, list[FieldViolation]]:
-    """Checks a conversation; returns it with the violations found (raises on limits)."""
+    """Checks a conversation; returns it with the violations found (raises on limits).
+    The caller has checked the counts (``check_counts``)."""
     violations: list[FieldViolation] = []
     turns_field = f"{field}.turns"
-    if len(msg.turns) > limits.max_turns:
-        raise LimitExceeded(turns_field, "max_turns", limits.max_turns, len(msg.turns))
     total_bytes = sum(len(t.content.encode("utf-8")) for t in msg.turns)
     if total_bytes > limits.max_conversation_bytes:
         raise LimitExceeded(
@@ -131,10 +159,6 @@ def validate_policy(
             raise UnknownPolicy(msg.policy_id, sorted(catalog.named))
         base = catalog.named[msg.policy_id]
     elif msg.categories:
-        if len(msg.categories) > limits.max_categories:
-            raise LimitExceeded(
-                "policy.categories", "max_categories", limits.max_categories, len(msg.categories)
-            )
         seen: set[str] = set()
         cats: list[Category] = []
         for i, c in enumerate(msg.categories):
@@ -181,7 +205,8 @@ def validate_policy(
             violations.append(
                 FieldViolation(
                     f"policy.excluded_codes[{i}]",
-                    f"{code!r} is not a code of the policy (codes: {', '.join(sorted(known))})",
+                    f"{quote(code)} is not a code of the policy "
+                    f"(codes: {', '.join(sorted(known))})",
                 )
             )
         excluded.add(code)
@@ -234,6 +259,7 @@ def validate_classify(
     catalog: PolicyCatalog,
     limits: RequestLimits,
 ) -> ValidClassifyRequest:
+    check_counts(msg.conversation, msg.policy, limits)
     conversation, violations = validate_conversation(msg.conversation, limits)
     if not violations:
         conversation, _ = _cut_to_role(conversation, msg.role, violations)

@@ -113,6 +113,8 @@ async def test_undecodable_bytes_are_invalid_argument(fake_server) -> None:
 
 
 async def test_oversized_message_is_resource_exhausted(fake_server) -> None:
+    # past max_message_bytes + the 64 KiB slack gRPC core refuses the message itself; just over
+    # the limit is LIMIT_EXCEEDED (tests/integration/test_error_bounds.py)
     async with grpc.aio.insecure_channel(
         fake_server.target, options=[("grpc.max_send_message_length", 64 * 2**20)]
     ) as ch:
