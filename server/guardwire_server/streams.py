@@ -36,9 +36,81 @@ from guardwire_server.validation import (
     validate_threshold,
 )
 
-__all__ = ["OwedCheck", "StreamSession", "run_stream"]
+__all__ = ["OwedCheck", "RunningTokenCount", "StreamSession", "run_stream"]
 
 _SENTENCE_ENDS = (".", "!", "?", "\n")
+
+
+class RunningTokenCount:
+    """Tokens of a text that grows by deltas, tokenizing only a bounded tail plus each delta.
+
+    The text is a counted head and a tail. ``add`` appends to the tail and re-tokenizes the tail
+    alone; once the tail passes ``2 * window`` characters, the head moves up to a *cut* that leaves
+    at least ``window`` characters in the tail. So each ``add`` tokenizes at most ``2 * window``
+    characters plus the delta (and, amortized, each character about ``2 * window / len(delta)``
+    times), whatever the length of the text: the cost of a delta no longer grows with the text.
+
+    The rule for exactness: the count equals ``count_tokens(whole text)`` when no token spans a
+    cut. A cut is made only before a single ``" "`` that lies between two non-whitespace
+    characters, and the tail is counted after that preceding character (``count(c + tail) -
+    count(c)``). That is a pre-token boundary of the byte-level BPE tokenizers (Llama 3, Llama 4:
+    their split regex never joins a space to the word before it) and of SentencePiece ones
+    (Llama 2: no piece holds ``▁`` inside; the character of context absorbs a leading dummy
+    ``▁`` where the tokenizer adds one), so for them the count is exact (tested with random
+    splits). A run of more than ``window`` characters with no
+    such space (a long URL, base64, text without spaces) forces a cut inside it: ``forced_cuts``
+    counts them, and the count is then an estimate, typically off by a token or two per forced
+    cut (either way). It only schedules checks; each check tokenizes the real prompt exactly.
+    """
+
+    def __init__(self, count_tokens: Callable[[str], int], window: int = 128) -> None:
+        self._count_tokens = count_tokens
+        self._window = window
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over with an empty text."""
+        self._head = 0  # tokens of the text before the tail
+        self._context = ""  # the non-space character before the tail ("" at the start)
+        self._context_tokens = 0
+        self._tail = ""
+        self._tail_tokens = 0
+        self.forced_cuts = 0
+
+    @property
+    def value(self) -> int:
+        return self._head + self._tail_tokens
+
+    def add(self, text: str) -> int:
+        """Append ``text``; returns the tokens of the whole text so far."""
+        self._tail += text
+        self._tail_tokens = self._tokens(self._tail)
+        if len(self._tail) > 2 * self._window:
+            self._move_head()
+        return self.value
+
+    def _tokens(self, tail: str) -> int:
+        if not self._context:
+            return self._count_tokens(tail)
+        return self._count_tokens(self._context + tail) - self._context_tokens
+
+    def _move_head(self) -> None:
+        # the cut leaves between window and 2 * window characters in the tail
+        tail, last = self._tail, len(self._tail) - self._window
+        first = max(1, last - self._window)
+        cut = tail.rfind(" ", first, last + 1)
+        while cut > 0 and (tail[cut - 1].isspace() or tail[cut + 1].isspace()):
+            cut = tail.rfind(" ", first, cut)
+        head_part = self._tokens(tail[:cut] if cut > 0 else tail[:last])
+        if cut > 0:
+            self._context = tail[cut - 1]
+            self._context_tokens = self._count_tokens(self._context)
+        else:  # no clean cut in the older part: cut at `last`, count the rest on its own
+            cut, self._context, self._context_tokens = last, "", 0
+            self.forced_cuts += 1
+        self._head += head_part
+        self._tail = tail[cut:]
+        self._tail_tokens -= head_part  # exact for a clean cut; the next add recounts the tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +145,21 @@ class StreamSession:
     ) -> None:
         self._catalog = catalog
         self._limits = limits
-        self._count_tokens = count_tokens
         self._clock = clock
         self.options: StreamOptions | None = None
         self.turns: list[Turn] = []
-        self.response: str | None = None  # the assistant response being generated
-        self._unchecked_from = 0  # index in `response` where the text not yet checked starts
+        # the assistant response being generated, as its deltas (joined only for a check), its
+        # UTF-8 size and whether it has non-blank text: a delta costs the delta, not the response
+        self._response: list[str] | None = None
+        self._response_bytes = 0
+        self._response_has_text = False
+        self._unchecked = RunningTokenCount(count_tokens)  # tokens since the last check
         self._sequence = 0
+
+    @property
+    def response(self) -> str | None:
+        """The assistant response being generated (None when none is open)."""
+        return None if self._response is None else "".join(self._response)
 
     # -- message handling -------------------------------------------------------------
     def handle(self, msg: guard_service_pb2.StreamClassifyRequest) -> list[OwedCheck]:
@@ -136,7 +216,7 @@ class StreamSession:
         )
 
     def _turn(self, msg: conversation_pb2.Turn) -> list[OwedCheck]:
-        if self.response is not None:
+        if self._response is not None:
             raise StreamProtocolError(
                 "end_response_first",
                 "a turn arrived while an assistant response is open; send end_of_turn first",
@@ -153,32 +233,33 @@ class StreamSession:
         return [self._owe(len(msg.content.encode("utf-8")), final=True)]
 
     def _delta(self, text: str) -> list[OwedCheck]:
-        if self.response is None:
+        if self._response is None:
             if not self.turns or self.turns[-1].role is not Role.USER:
                 raise StreamProtocolError(
                     "delta_needs_user_turn",
                     "a response delta must follow a user turn (roles alternate)",
                 )
-            self.response = ""
-            self._unchecked_from = 0
-        self._check_limits(
-            extra_bytes=len(self.response.encode()) + len(text.encode()), extra_turns=1
-        )
-        self.response += text
-        if not text or not self.response.strip():
-            return []
+            self._response, self._response_bytes, self._response_has_text = [], 0, False
+            self._unchecked.reset()
+        size = len(text.encode())
+        self._check_limits(extra_bytes=self._response_bytes + size, extra_turns=1)
+        self._response.append(text)
+        self._response_bytes += size
+        self._response_has_text = self._response_has_text or bool(text.strip())
         opts = self.options
         assert opts is not None
-        # Tokens of the whole unchecked text, not a sum per delta: a word split over two deltas
-        # is one token. The text is short (about every_tokens tokens), so this stays cheap.
-        due = (
-            opts.every_tokens
-            and self._count_tokens(self.response[self._unchecked_from :]) >= opts.every_tokens
-        ) or (opts.at_sentence_end and any(end in text for end in _SENTENCE_ENDS))
+        # Tokens of the whole unchecked text, not a sum per delta (a word split over two deltas
+        # is one token), counted incrementally: see RunningTokenCount for when it is exact.
+        unchecked = self._unchecked.add(text) if opts.every_tokens and text else 0
+        if not text or not self._response_has_text:
+            return []
+        due = (opts.every_tokens and unchecked >= opts.every_tokens) or (
+            opts.at_sentence_end and any(end in text for end in _SENTENCE_ENDS)
+        )
         return [self._owe_partial()] if due else []
 
     def _check_now(self) -> list[OwedCheck]:
-        if self.response is not None and self.response.strip():
+        if self._response is not None and self._response_has_text:
             return [self._owe_partial()]
         if not self.turns:
             raise StreamProtocolError("check_before_turn", "nothing to check yet: send a turn")
@@ -186,11 +267,12 @@ class StreamSession:
         return [self._owe(len(last.content.encode()), final=True)]
 
     def _end_of_turn(self) -> list[OwedCheck]:
-        if self.response is None:
+        text = self.response
+        if text is None:
             raise StreamProtocolError(
                 "end_of_turn_without_response", "end_of_turn needs an open response (deltas)"
             )
-        text, self.response = self.response, None
+        self._response = None
         if not text.strip():
             raise StreamProtocolError("empty_response", "the response ended with no text")
         self.turns.append(Turn(Role.ASSISTANT, neutralize(text.strip())))
@@ -232,15 +314,16 @@ class StreamSession:
         )
 
     def _owe_partial(self) -> OwedCheck:
-        assert self.response is not None
-        self._unchecked_from = len(self.response)
+        response = self.response
+        assert response is not None
+        self._unchecked.reset()
         self._sequence += 1
-        partial = Turn(Role.ASSISTANT, neutralize(self.response.strip()))
+        partial = Turn(Role.ASSISTANT, neutralize(response.strip()))
         return OwedCheck(
             sequence=self._sequence,
             conversation=Conversation((*self.turns, partial)),
             turn_index=len(self.turns),
-            offset_bytes=len(self.response.encode()),
+            offset_bytes=self._response_bytes,
             final=False,
             received_at=self._clock(),
         )
