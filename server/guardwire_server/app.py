@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
+from guardwire.v1 import error_reason_pb2, guard_service_pb2, guard_service_pb2_grpc
 from guardwire_server.config import ConfigError, Settings
 from guardwire_server.guard import Guard
 from guardwire_server.health_monitor import HealthMonitor
@@ -41,6 +42,10 @@ QUIET_WAIT_FACTOR = 10  # the drain waits at most 10x drain_quiet_s for callers 
 log = logging.getLogger(__name__)
 SERVICE_NAME = guard_service_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name
 _HEALTH_NAMES = ("", SERVICE_NAME)
+# Files reflection must serve beside the services' own: the types a client needs to decode
+# error details (guardwire.v1.ErrorReason, google.rpc.ErrorInfo/BadRequest/RetryInfo). The
+# reflection service answers from the default descriptor pool, which holds what is imported.
+REFLECTED_FILES = (error_reason_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR)
 POLICY_WATCH_S = 5.0  # how often the config file is checked for changed policies
 
 
