@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ class GuardServer:
             options=[
                 ("grpc.max_receive_message_length", max_msg),
                 ("grpc.max_send_message_length", max_msg),
+                # gRPC sets SO_REUSEPORT by default: a second server on the same port would
+                # silently share it (and half the calls) instead of failing to start
+                ("grpc.so_reuseport", 0),
             ],
         )
         guard_service_pb2_grpc.add_GuardServiceServicer_to_server(
@@ -239,6 +243,12 @@ class GuardServer:
         await self._server.wait_for_termination()
 
 
+def _config_error(exc: ConfigError) -> int:
+    """The operator's fault: one line (the same as guardwire_server.cli's), exit status 2."""
+    print(f"guardwire: configuration error: {exc}", file=sys.stderr)
+    return 2
+
+
 async def serve(
     settings: Settings,
     *,
@@ -248,15 +258,17 @@ async def serve(
     """Runs until SIGTERM/SIGINT, then drains. Returns the process exit code."""
     try:
         server = GuardServer(settings, model_dir=model_dir, backend_options=backend_options)
-    except ConfigError as exc:  # e.g. otel_enabled without the otel extra installed
-        log.error("configuration error: %s", exc)
-        return 2
+    except ConfigError as exc:  # a bad TLS file, otel_enabled without the otel extra, ...
+        return _config_error(exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.request_policy_reload)
-    await server.start()
+    try:
+        await server.start()
+    except ConfigError as exc:  # a busy port, a socket directory that is missing, ...
+        return _config_error(exc)
     load_task = asyncio.create_task(server.load())
     stop_task = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({load_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
