@@ -304,3 +304,40 @@ def test_an_expired_certificate_is_warned_about_at_start(
         )
     )
     assert "expired on" in caplog.text and "old.pem" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "expected"),
+    [("0640", 0o640), ("0660", 0o660), ("0600", 0o600), ('"0640"', 0o640), ("0o640", 0o640)],
+)
+async def test_unix_socket_mode_from_yaml(
+    tiny_model_dir, tmp_path: Path, yaml_value: str, expected: int
+) -> None:
+    """Unquoted 0640 is YAML 1.1's octal literal (the int 416 == 0o640): it must give 0640."""
+    from guardwire_server.app import GuardServer
+    from guardwire_server.config import load_config_file, resolve_settings
+
+    sock = tmp_path / "guard.sock"
+    config = tmp_path / "guardwire.yaml"
+    config.write_text(f"listen: unix:{sock}\nunix_socket_mode: {yaml_value}\n")
+    settings = resolve_settings(flags={}, env={}, file_data=load_config_file(config))
+    server = GuardServer(settings, model_dir=tiny_model_dir)
+    await server.start()
+    try:
+        assert stat.S_IMODE(os.stat(sock).st_mode) == expected
+    finally:
+        await server.drain(0)
+
+
+@pytest.mark.parametrize("yaml_value", ['"0666"', "0666", "0602", "640", "0o1777", "-1", "rw"])
+def test_unix_socket_mode_refuses_world_writable_and_out_of_range(
+    tmp_path: Path, yaml_value: str
+) -> None:
+    from guardwire_server.config import load_config_file, resolve_settings
+
+    config = tmp_path / "guardwire.yaml"
+    config.write_text(f"unix_socket_mode: {yaml_value}\n")
+    with pytest.raises(ConfigError, match="unix_socket_mode"):
+        resolve_settings(flags={}, env={}, file_data=load_config_file(config))
+    with pytest.raises(ConfigError, match="world-writable"):
+        make_settings(unix_socket_mode="0666")
