@@ -15,6 +15,7 @@ validated by ``guardwire_server.policies`` into ``Settings.policies``; the file'
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -151,7 +152,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         5.0,
         "Longest wait for a batch to fill after its first request.",
-        _non_negative,
+        _positive,
     ),
     Option("max_queue", int, 256, "Most queued requests; more get RESOURCE_EXHAUSTED.", _positive),
     Option(
@@ -463,6 +464,8 @@ def _coerce(o: Option, raw: Any, source: str) -> Any:
             value = o.type(str(raw))
     except ValueError as exc:
         raise ConfigError(f"{o.key} (from {source}): {exc}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{o.key} (from {source}): must be a finite number (got {value!r})")
     if o.choices and value not in o.choices:
         raise ConfigError(f"{o.key} (from {source}): {value!r} is not one of {list(o.choices)}")
     if o.check is not None:

@@ -79,3 +79,30 @@ def test_a_unix_socket_in_a_read_only_directory_is_a_clear_error(
     ro.mkdir(mode=0o555)
     line = _one_error_line(_serve(tiny_model_dir, "--listen", f"unix:{ro}/guard.sock"))
     assert f"the directory '{ro}' is not writable" in line
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--max-wait-ms", "0"),
+        ("--max-wait-ms", "inf"),
+        ("--drain-grace-s", "nan"),
+        ("--inference-timeout-s", "inf"),
+    ],
+)
+def test_bad_numbers_fail_validation_before_the_model_loads(
+    tmp_path: Path, flags: tuple[str, str]
+) -> None:
+    # the model dir does not exist: validation must refuse the value before any load
+    line = _one_error_line(_serve(tmp_path / "no-model", *flags))
+    assert flags[0].removeprefix("--").replace("-", "_") in line
+
+
+def test_non_finite_floats_from_yaml_are_refused(tmp_path: Path) -> None:
+    from guardwire_server.config import ConfigError, load_config_file, resolve_settings
+
+    config = tmp_path / "guardwire.yaml"
+    for text in ("max_wait_ms: .inf\n", "threshold: .nan\n", "drain_quiet_s: .inf\n"):
+        config.write_text(text)
+        with pytest.raises(ConfigError, match="must be"):
+            resolve_settings(file_data=load_config_file(config))
