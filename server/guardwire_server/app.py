@@ -15,15 +15,17 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from guardwire.v1 import guard_service_pb2, guard_service_pb2_grpc
+from guardwire.v1 import error_reason_pb2, guard_service_pb2, guard_service_pb2_grpc
 from guardwire_server.config import ConfigError, Settings
 from guardwire_server.guard import Guard
 from guardwire_server.health_monitor import HealthMonitor
@@ -45,6 +47,10 @@ QUIET_WAIT_FACTOR = 10  # the drain waits at most 10x drain_quiet_s for callers 
 log = logging.getLogger(__name__)
 SERVICE_NAME = guard_service_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name
 _HEALTH_NAMES = ("", SERVICE_NAME)
+# Files reflection must serve beside the services' own: the types a client needs to decode
+# error details (guardwire.v1.ErrorReason, google.rpc.ErrorInfo/BadRequest/RetryInfo). The
+# reflection service answers from the default descriptor pool, which holds what is imported.
+REFLECTED_FILES = (error_reason_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR)
 POLICY_WATCH_S = 5.0  # how often the config file is checked for changed policies
 
 
@@ -95,6 +101,9 @@ class GuardServer:
                 # the slack gRPC itself answers RESOURCE_EXHAUSTED (no ErrorInfo)
                 ("grpc.max_receive_message_length", max_msg + MESSAGE_SLACK_BYTES),
                 ("grpc.max_send_message_length", max_msg),
+                # gRPC sets SO_REUSEPORT by default: a second server on the same port would
+                # silently share it (and half the calls) instead of failing to start
+                ("grpc.so_reuseport", 0),
             ],
         )
         guard_service_pb2_grpc.add_GuardServiceServicer_to_server(
@@ -241,6 +250,12 @@ class GuardServer:
         await self._server.wait_for_termination()
 
 
+def _config_error(exc: ConfigError) -> int:
+    """The operator's fault: one line (the same as guardwire_server.cli's), exit status 2."""
+    print(f"guardwire: configuration error: {exc}", file=sys.stderr)
+    return 2
+
+
 async def serve(
     settings: Settings,
     *,
@@ -250,15 +265,17 @@ async def serve(
     """Runs until SIGTERM/SIGINT, then drains. Returns the process exit code."""
     try:
         server = GuardServer(settings, model_dir=model_dir, backend_options=backend_options)
-    except ConfigError as exc:  # e.g. otel_enabled without the otel extra installed
-        log.error("configuration error: %s", exc)
-        return 2
+    except ConfigError as exc:  # a bad TLS file, otel_enabled without the otel extra, ...
+        return _config_error(exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.request_policy_reload)
-    await server.start()
+    try:
+        await server.start()
+    except ConfigError as exc:  # a busy port, a socket directory that is missing, ...
+        return _config_error(exc)
     load_task = asyncio.create_task(server.load())
     stop_task = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({load_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,6 +15,7 @@ validated by ``guardwire_server.policies`` into ``Settings.policies``; the file'
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -88,14 +89,35 @@ def _nonempty(v: Any) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
-def _octal_mode(v: Any) -> str | None:
-    try:
-        mode = int(v, 8)
-    except ValueError:
-        return "must be octal permission bits such as 0600 or 0660"
+def _socket_mode(raw: Any) -> str:
+    """Permission bits, normalized to four octal digits ("0640").
+
+    A string ("0640", "640", "0o640": from a flag, the environment or a quoted YAML value) is
+    octal. A YAML integer is the number YAML read: unquoted ``0640`` is YAML 1.1's octal
+    literal, i.e. 416 == 0o640, so it is taken as the mode itself (and unquoted ``640``, the
+    decimal 640, is out of range rather than silently becoming another mode)."""
+    if isinstance(raw, bool):
+        raise ValueError(f"expected octal permission bits such as 0600 or 0660, got {raw!r}")
+    if isinstance(raw, int):
+        mode = raw
+    else:
+        text = str(raw).strip().lower().removeprefix("0o")
+        try:
+            mode = int(text, 8)
+        except ValueError:
+            raise ValueError(
+                f"expected octal permission bits such as 0600 or 0660, got {raw!r}"
+            ) from None
     if not 0 <= mode <= 0o777:
-        return "must be octal permission bits in [0000, 0777]"
-    return None
+        raise ValueError(
+            f"expected octal permission bits in [0000, 0777], got {raw!r} (quote the value in "
+            'YAML: unquoted 640 is the decimal number 640; write "0640")'
+        )
+    return f"{mode:04o}"
+
+
+def _not_world_writable(v: Any) -> str | None:
+    return "must not be world-writable (o+w): anyone could connect" if int(v, 8) & 0o002 else None
 
 
 def _port(v: Any) -> str | None:
@@ -130,7 +152,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         5.0,
         "Longest wait for a batch to fill after its first request.",
-        _non_negative,
+        _positive,
     ),
     Option("max_queue", int, 256, "Most queued requests; more get RESOURCE_EXHAUSTED.", _positive),
     Option(
@@ -276,10 +298,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "unix_socket_mode",
-        str,
+        _socket_mode,
         "0660",
-        "Permission bits of unix: listen sockets (octal; chmod after bind).",
-        _octal_mode,
+        "Permission bits of unix: listen sockets (octal; chmod after bind; never o+w).",
+        _not_world_writable,
     ),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     Option(
@@ -436,6 +458,8 @@ def _coerce(o: Option, raw: Any, source: str) -> Any:
             if not isinstance(raw, bool):
                 raise ValueError(f"expected a boolean, got {raw!r}")
             value = raw
+        elif o.type is _socket_mode:
+            value = _socket_mode(raw)
         elif o.type in (int, float):
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ValueError(f"expected a number, got {raw!r}")
@@ -446,6 +470,8 @@ def _coerce(o: Option, raw: Any, source: str) -> Any:
             value = o.type(str(raw))
     except ValueError as exc:
         raise ConfigError(f"{o.key} (from {source}): {exc}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{o.key} (from {source}): must be a finite number (got {value!r})")
     if o.choices and value not in o.choices:
         raise ConfigError(f"{o.key} (from {source}): {value!r} is not one of {list(o.choices)}")
     if o.check is not None:

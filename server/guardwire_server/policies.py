@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from guardwire_server.config import ConfigError, load_config_file
+from guardwire_server.config import ConfigError, load_config_file, resolve_settings
 from guardwire_server.domain import Category, Policy
 from guardwire_server.validation import PolicyCatalog
 
@@ -209,9 +209,11 @@ def build_catalog(
 
 
 def read_policy_file(path: str | Path) -> tuple[PolicyDef, ...]:
-    """The ``policies`` section of a config file (ConfigError when unreadable or invalid)."""
-    data = load_config_file(path)
-    return parse_policies(data.get("policies"))
+    """The ``policies`` section of a config file (ConfigError when unreadable or invalid).
+
+    The whole file is validated as at start-up (``resolve_settings``: unknown keys, every
+    option's value), so a file a restart would refuse is never half-applied by a reload."""
+    return resolve_settings(file_data=load_config_file(path)).policies
 
 
 def describe(catalog: PolicyCatalog) -> str:

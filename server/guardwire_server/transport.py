@@ -24,7 +24,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import socket
+import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +38,8 @@ import grpc
 from guardwire_server.config import ConfigError, Settings
 
 __all__ = ["bind", "read_token", "server_credentials", "unix_socket_path"]
+
+log = logging.getLogger(__name__)
 
 
 def _read(option: str, path: str) -> bytes:
@@ -61,10 +68,43 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         raise ConfigError(f"tls_key_file: {key!r} holds no PEM private key")
     if b"CERTIFICATE" not in chain:
         raise ConfigError(f"tls_cert_file: {cert!r} holds no PEM certificate")
+    _check_key_pair(cert, key)
     roots = _read("tls_client_ca_file", ca) if ca else None
+    if roots is not None:
+        try:
+            ssl.create_default_context(cadata=roots.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError):
+            raise ConfigError(
+                f"tls_client_ca_file: {ca!r} holds no valid PEM certificate"
+            ) from None
     return grpc.ssl_server_credentials(
         [(private, chain)], root_certificates=roots, require_client_auth=roots is not None
     )
+
+
+def _check_key_pair(cert: str, key: str) -> None:
+    """gRPC only says "failed to bind" for a bad certificate or key: check them here, with
+    OpenSSL, so the error names the file and the fault. Warns when the certificate expired."""
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
+    if decode is not None:
+        try:
+            not_after = decode(cert).get("notAfter")
+        except (ssl.SSLError, ValueError):
+            raise ConfigError(f"tls_cert_file: {cert!r} holds no valid PEM certificate") from None
+        if not_after and ssl.cert_time_to_seconds(not_after) < time.time():
+            log.warning("tls_cert_file: the certificate in %r expired on %s", cert, not_after)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")  # never prompt for one
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"tls_key_file: {key!r} is not the key of the certificate in {cert!r}"
+            ) from None
+        raise ConfigError(
+            f"tls_cert_file/tls_key_file: OpenSSL cannot load {cert!r} with the key {key!r} "
+            "(an invalid certificate, or an invalid or encrypted key)"
+        ) from None
 
 
 def read_token(settings: Settings) -> str | None:
@@ -112,13 +152,59 @@ def bind(
     a umask that leaves at most ``unix_mode`` and then chmod-ed to exactly ``unix_mode``."""
     path = unix_socket_path(address)
     if path is None:
-        if credentials is not None:
-            return int(server.add_secure_port(address, credentials))
-        return int(server.add_insecure_port(address))
-    with _umask(0o777 & ~unix_mode):
-        server.add_insecure_port(address)
+        try:
+            if credentials is not None:
+                port = int(server.add_secure_port(address, credentials))
+            else:
+                port = int(server.add_insecure_port(address))
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise _bind_error(address)
+        return port
+    try:
+        with _umask(0o777 & ~unix_mode):
+            server.add_insecure_port(address)
+    except RuntimeError:
+        raise _unix_bind_error(address, path) from None
     try:
         os.chmod(path, unix_mode)
     except OSError as exc:
         raise ConfigError(f"unix_socket_mode: cannot chmod {str(path)!r}: {exc}") from None
     return 0
+
+
+def _bind_error(address: str) -> ConfigError:
+    """Why gRPC could not bind a TCP address (it only says that it failed): the host does not
+    resolve, or a plain socket's bind on it fails (e.g. the port is in use)."""
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    why = "gRPC could not listen there"
+    try:
+        infos = socket.getaddrinfo(
+            host or None, int(port_text), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, ValueError, UnicodeError):
+        why = f"cannot resolve the host {host!r}"
+    else:
+        for family, kind, proto, _, sockaddr in infos:
+            try:
+                with socket.socket(family, kind, proto) as probe:
+                    probe.bind(sockaddr)
+            except OSError as exc:
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                if exc.errno == errno.EADDRINUSE:
+                    why += " (another server listens on this port)"
+                break
+    return ConfigError(f"listen: cannot bind {address!r}: {why}")
+
+
+def _unix_bind_error(address: str, path: Path) -> ConfigError:
+    parent = path.parent
+    if not parent.is_dir():
+        why = f"the directory {str(parent)!r} does not exist"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        why = f"the directory {str(parent)!r} is not writable"
+    else:
+        why = "gRPC could not listen there"
+    return ConfigError(f"listen: cannot bind {address!r}: {why}")

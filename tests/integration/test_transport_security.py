@@ -56,7 +56,16 @@ def _pem_key(key) -> bytes:
     )
 
 
-def _cert(subject: str, key, issuer_name, issuer_key, *, ca: bool = False, server: bool = False):
+def _cert(
+    subject: str,
+    key,
+    issuer_name,
+    issuer_key,
+    *,
+    ca: bool = False,
+    server: bool = False,
+    expired: bool = False,
+):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -69,8 +78,8 @@ def _cert(subject: str, key, issuer_name, issuer_key, *, ca: bool = False, serve
         .issuer_name(issuer_name or name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(days=3 if expired else 0, minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=-1 if expired else 1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if server:
@@ -238,3 +247,97 @@ def test_bad_transport_settings_fail_at_start_naming_the_option(tmp_path: Path, 
             GuardServer(make_settings(**overrides))
     with pytest.raises(ConfigError, match="unix_socket_mode"):
         make_settings(unix_socket_mode="rw-------")
+
+
+def test_a_key_of_another_certificate_or_a_garbage_certificate_is_named(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """gRPC itself only says "failed to bind"; the error must name the file and the fault."""
+    from guardwire_server.app import GuardServer
+
+    other_key = tmp_path / "other.key"
+    other_key.write_bytes(_pem_key(_key()))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n")
+    cases = [
+        ((pki.server_cert, other_key), "tls_key_file: .* is not the key of the certificate"),
+        ((garbage, pki.server_key), "tls_cert_file: .*garbage.pem' holds no valid PEM cert"),
+    ]
+    for (cert, key), message in cases:
+        with pytest.raises(ConfigError, match=message):
+            GuardServer(make_settings(tls_cert_file=str(cert), tls_key_file=str(key)))
+    with pytest.raises(ConfigError, match=r"tls_client_ca_file: .* holds no valid PEM cert"):
+        GuardServer(
+            make_settings(
+                tls_cert_file=str(pki.server_cert),
+                tls_key_file=str(pki.server_key),
+                tls_client_ca_file=str(garbage),
+            )
+        )
+
+
+def test_cli_exits_2_on_a_key_that_is_not_the_certificates(
+    tiny_model_dir: Path, tmp_path: Path, pki: Pki
+) -> None:
+    from tests.integration.test_lifecycle_errors import _one_error_line, _serve
+
+    other_key = tmp_path / "other.key"
+    other_key.write_bytes(_pem_key(_key()))
+    flags = ("--listen", "127.0.0.1:0", "--tls-cert-file", str(pki.server_cert))
+    line = _one_error_line(_serve(tiny_model_dir, *flags, "--tls-key-file", str(other_key)))
+    assert "is not the key of the certificate" in line
+
+
+def test_an_expired_certificate_is_warned_about_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from guardwire_server.app import GuardServer
+
+    key = _key()
+    cert, _ = _cert("localhost", key, None, None, server=True, expired=True)
+    (tmp_path / "old.pem").write_bytes(_pem_cert(cert))
+    (tmp_path / "old.key").write_bytes(_pem_key(key))
+    caplog.set_level(logging.WARNING)
+    GuardServer(
+        make_settings(
+            tls_cert_file=str(tmp_path / "old.pem"), tls_key_file=str(tmp_path / "old.key")
+        )
+    )
+    assert "expired on" in caplog.text and "old.pem" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "expected"),
+    [("0640", 0o640), ("0660", 0o660), ("0600", 0o600), ('"0640"', 0o640), ("0o640", 0o640)],
+)
+async def test_unix_socket_mode_from_yaml(
+    tiny_model_dir, tmp_path: Path, yaml_value: str, expected: int
+) -> None:
+    """Unquoted 0640 is YAML 1.1's octal literal (the int 416 == 0o640): it must give 0640."""
+    from guardwire_server.app import GuardServer
+    from guardwire_server.config import load_config_file, resolve_settings
+
+    sock = tmp_path / "guard.sock"
+    config = tmp_path / "guardwire.yaml"
+    config.write_text(f"listen: unix:{sock}\nunix_socket_mode: {yaml_value}\n")
+    settings = resolve_settings(flags={}, env={}, file_data=load_config_file(config))
+    server = GuardServer(settings, model_dir=tiny_model_dir)
+    await server.start()
+    try:
+        assert stat.S_IMODE(os.stat(sock).st_mode) == expected
+    finally:
+        await server.drain(0)
+
+
+@pytest.mark.parametrize("yaml_value", ['"0666"', "0666", "0602", "640", "0o1777", "-1", "rw"])
+def test_unix_socket_mode_refuses_world_writable_and_out_of_range(
+    tmp_path: Path, yaml_value: str
+) -> None:
+    from guardwire_server.config import load_config_file, resolve_settings
+
+    config = tmp_path / "guardwire.yaml"
+    config.write_text(f"unix_socket_mode: {yaml_value}\n")
+    with pytest.raises(ConfigError, match="unix_socket_mode"):
+        resolve_settings(flags={}, env={}, file_data=load_config_file(config))
+    with pytest.raises(ConfigError, match="world-writable"):
+        make_settings(unix_socket_mode="0666")

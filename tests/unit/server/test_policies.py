@@ -197,6 +197,29 @@ def test_reloader_swaps_atomically_and_keeps_the_old_on_errors(
     assert (reloader.reloads, reloader.failures) == (1, 3)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    ["polices: {}\n", "threshold: 2\n", "unix_socket_mode: '0666'\n"],
+    ids=["unknown-key", "bad-value", "world-writable"],
+)
+def test_reload_validates_the_file_like_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str
+) -> None:
+    """A file that a restart refuses (exit 2) must not be accepted by a reload either."""
+    path = tmp_path / "gw.yaml"
+    _write(path, GOOD)
+    guard = SimpleNamespace(catalog=build_catalog(read_policy_file(path), DEFAULT))
+    reloader = PolicyReloader(guard, path)
+    old = guard.catalog
+    path.write_text(yaml.safe_dump({"policies": {"only": {"base": "default"}}}) + bad)
+    with pytest.raises(ConfigError):
+        resolve_settings(file_data=yaml.safe_load(path.read_text()))  # what start-up says
+    with caplog.at_level(logging.INFO, logger="guardwire_server.policies"):
+        assert reloader.reload() is False
+    assert guard.catalog is old and set(old.named) == {"no-s6", "support.bot_v2"}
+    assert "keeping the old policies" in caplog.text and "policies reloaded" not in caplog.text
+
+
 async def test_watch_reloads_on_change(tmp_path: Path) -> None:
     path = tmp_path / "gw.yaml"
     _write(path, GOOD)
